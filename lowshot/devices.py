@@ -1,0 +1,52 @@
+"""Device and numerics selection for the torch rules."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Map the config's ``device`` (auto, cpu, cuda) to a ``torch.device``.
+
+    ``auto`` picks CUDA when present, else CPU; ``cuda`` without a GPU is an error.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str = "fp32") -> Iterator[None]:
+    """bf16 autocast on CUDA when ``precision == 'bf16'``; plain fp32 otherwise."""
+    if precision == "bf16" and device.type == "cuda":
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def log_device(device: torch.device) -> None:
+    """Log which device a rule runs on."""
+    if device.type == "cuda":
+        log.info("device: %s (%s)", device, torch.cuda.get_device_name(device))
+    else:
+        log.info("device: cpu (%d torch threads)", torch.get_num_threads())
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process in MiB: CUDA allocator peak on GPU, max RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,167 @@
+"""HDF5 layouts of the pipeline's intermediates, and atomic writes.
+
+Every output is written under a temporary name beside its destination and renamed when
+complete, so a killed job never leaves a file that looks finished.
+
+Layouts
+-------
+Generator file (``results/models/gan/generator.h5``,
+``results/models/lowshot/{loss}_S{shots}/model.h5``):
+    ``generator/<state_dict key>``  every parameter and buffer (BN statistics included)
+    ``codes``               (S, latent) float32, low-shot codes z_i (low-shot only)
+    ``prior/mean``          (latent,) float32, mean of the fitted Gaussian (low-shot only)
+    ``prior/covariance``    (latent, latent) float32, shrunk covariance (low-shot only)
+    attrs: free-form provenance (loss, shots, iterations, seed, ...)
+
+Recovery file (``results/recovery/{problem}/{method}.h5``): see ``RECOVERY_FIELDS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+# Per-image datasets of a recovery file, all with first dimension N (images of the job).
+RECOVERY_FIELDS: dict[str, str] = {
+    "image_ids": "(N,) str, CelebA ids of the recovered test images",
+    "recovered": "(N, 64, 64, 3) uint8, recovered images",
+    "psnr": "(N,) float64, PSNR in dB on [0, 1]",
+    "ssim": "(N,) float64, SSIM on [0, 1]",
+    "measurement_loss": "(N,) float64, final 0.5 * ||A x_hat - y||^2",
+    "iterations": "(N,) int64, optimiser steps taken",
+    "restarts": "(N,) int64, random restarts tried",
+    "diverged": "(N,) bool, non-finite loss or output",
+    "seed": "(N,) int64, the image's derived seed",
+    "seconds": "(N,) float64, wall time of the job divided evenly over its images",
+}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        return np.asarray(value, dtype=h5py.string_dtype())
+    array = np.asarray(value)
+    if array.dtype.kind == "U":
+        return array.astype(h5py.string_dtype())
+    return array
+
+
+def write_h5(
+    path: str | os.PathLike[str],
+    datasets: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Atomically write ``datasets`` (name -> array/tensor; '/' nests groups) and root attrs.
+
+    ``None`` attribute values are stored as the string ``"none"``.
+    """
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        for name, value in datasets.items():
+            handle.create_dataset(name, data=_to_numpy(value))
+        for key, value in (attrs or {}).items():
+            handle.attrs[key] = "none" if value is None else value
+
+
+def read_h5(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read every dataset (by full name without the leading '/') and the root attrs."""
+    datasets: dict[str, np.ndarray] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            value = obj[()]
+            if obj.dtype.kind == "O" or h5py.check_string_dtype(obj.dtype) is not None:
+                value = obj.asstr()[()]
+            datasets[name] = value
+
+    with h5py.File(path, "r") as handle:
+        handle.visititems(visit)
+        attrs = {key: _attr_value(value) for key, value in handle.attrs.items()}
+    return datasets, attrs
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, str) and value == "none" else value
+
+
+def save_generator(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    extra: Mapping[str, Any] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a generator's ``state_dict`` (plus ``extra`` datasets such as codes) atomically."""
+    datasets: dict[str, Any] = {f"generator/{key}": value for key, value in state_dict.items()}
+    datasets.update(extra or {})
+    write_h5(path, datasets, attrs)
+
+
+def load_generator(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], dict[str, Any]]:
+    """Return (state_dict, other datasets, attrs) of a file written by ``save_generator``."""
+    datasets, attrs = read_h5(path)
+    prefix = "generator/"
+    state = {
+        key[len(prefix) :]: torch.from_numpy(np.asarray(value))
+        for key, value in datasets.items()
+        if key.startswith(prefix)
+    }
+    if not state:
+        raise ValueError(f"{path}: no 'generator/' group; not a generator file")
+    others = {key: value for key, value in datasets.items() if not key.startswith(prefix)}
+    return state, others, attrs
+
+
+def write_recovery(
+    path: str | os.PathLike[str], fields: Mapping[str, Any], attrs: Mapping[str, Any]
+) -> None:
+    """Atomically write a recovery file; ``fields`` must hold exactly ``RECOVERY_FIELDS``."""
+    missing = set(RECOVERY_FIELDS) - set(fields)
+    unknown = set(fields) - set(RECOVERY_FIELDS)
+    if missing or unknown:
+        raise ValueError(f"recovery fields: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    lengths = {name: len(value) for name, value in fields.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"recovery fields differ in length: {lengths}")
+    write_h5(path, fields, attrs)
+
+
+def read_recovery(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a recovery file; raises when a field is missing."""
+    fields, attrs = read_h5(path)
+    missing = set(RECOVERY_FIELDS) - set(fields)
+    if missing:
+        raise ValueError(f"{path}: not a complete recovery file, missing {sorted(missing)}")
+    return fields, attrs

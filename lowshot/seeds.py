@@ -1,0 +1,29 @@
+"""Deterministic seeds derived from the config seed and names.
+
+A job's random draws depend only on (base seed, names), never on job order, sharding or
+which other images share a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def derive_seed(base: int, *names: object) -> int:
+    """Return a 63-bit seed from ``base`` and any names (strings, numbers).
+
+    The same arguments always give the same seed, on every platform and Python version
+    (it hashes their text with SHA-256, not with Python's salted ``hash``).
+    """
+    text = "\x1f".join([str(int(base)), *(str(name) for name in names)])
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator_for(base: int, *names: object, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``derive_seed(base, *names)``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(derive_seed(base, *names))
+    return generator
