@@ -209,3 +209,41 @@ def methods(config: dict[str, Any]) -> list[Method]:
 
 def method_names(config: dict[str, Any]) -> list[str]:
     return [method.name for method in methods(config)]
+
+
+# --- sharding of recovery jobs -------------------------------------------------------
+
+
+def shard_count(config: dict[str, Any]) -> int:
+    """Recovery jobs per (problem, method): ceil(n_test / recover.images_per_job)."""
+    n_test = config["split"]["n_test"]
+    per_job = config["recover"]["images_per_job"] or n_test
+    return -(-n_test // per_job)
+
+
+def shard_positions(config: dict[str, Any], shard: int) -> tuple[int, int]:
+    """(start, stop) positions in the test split that shard ``shard`` recovers."""
+    n_test = config["split"]["n_test"]
+    per_job = config["recover"]["images_per_job"] or n_test
+    if not 0 <= shard < shard_count(config):
+        raise ValueError(f"shard {shard} out of range 0..{shard_count(config) - 1}")
+    return shard * per_job, min(n_test, (shard + 1) * per_job)
+
+
+# --- per-job settings ----------------------------------------------------------------
+# A recovery job receives only the settings it uses, so that changing one method's or one
+# problem's settings reruns only the jobs they touch.
+
+
+def method_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """The ``recover`` settings of a method name; IAGAN gets CSGM's too (its first stage)."""
+    kind = parse_method(method).kind
+    recover = config["recover"]
+    if kind == "iagan":
+        return {**recover["csgm"], **recover["iagan"]}
+    return dict(recover[kind])
+
+
+def noise_std(config: dict[str, Any], problem: str) -> float:
+    """Measurement-noise std of a problem name."""
+    return float(config["problems"][parse_problem(problem).kind]["noise_std"])

@@ -1,0 +1,237 @@
+"""The pipeline's jobs: file in, file out, one function per heavy rule.
+
+Each function reads the HDF5 intermediates, calls the science (``training``,
+``operators``, ``methods``, ``metrics``) and writes its outputs atomically. Rule scripts
+in ``scripts/`` only unpack ``snakemake`` objects and call these, so every job can also be
+run and tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from lowshot import data, methods, metrics, operators, training
+from lowshot.config import parse_method, parse_problem
+from lowshot.devices import log_device, peak_memory_mb, resolve_device
+from lowshot.io import write_recovery
+from lowshot.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+PathLike = str | os.PathLike[str]
+
+
+def _write_csv(frame: pd.DataFrame, path: PathLike) -> None:
+    from lowshot.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _write_png(image: np.ndarray, path: PathLike) -> None:
+    from lowshot.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def train_gan_job(
+    images_h5: PathLike,
+    splits_h5: PathLike,
+    *,
+    generator_out: PathLike,
+    losses_out: PathLike,
+    samples_out: PathLike,
+    checkpoint: PathLike,
+    settings: Mapping[str, Any],
+    latent_dim: int,
+    seed: int,
+    device: str,
+    precision: str,
+) -> None:
+    """WGAN-GP on the GAN corpus of ``splits_h5``; writes generator, loss CSV, sample grid.
+
+    ``settings`` is the config's ``gan`` section. Training resumes from ``checkpoint`` when
+    it exists (a preempted job); the checkpoint is removed once the outputs are written.
+    """
+    torch_device = resolve_device(device)
+    log_device(torch_device)
+    split = data.load_split(splits_h5)
+    images = data.load_images(images_h5, split.gan_corpus)
+    log.info("GAN corpus: %d images", len(images))
+    job_seed = derive_seed(seed, "train_gan")
+    result = training.train_wgan_gp(
+        images,
+        latent_dim=latent_dim,
+        seed=job_seed,
+        device=torch_device,
+        precision=precision,
+        checkpoint_path=checkpoint,
+        **settings,
+    )
+    attrs = {"method": "wgan-gp", "seed": job_seed, "corpus_size": len(images), **_flat(settings)}
+    training.save_gan(generator_out, result.generator, attrs)
+    _write_csv(pd.DataFrame(result.log), losses_out)
+    _write_png(training.sample_grid(result.generator, 64, derive_seed(seed, "samples")), samples_out)
+    log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
+    Path(checkpoint).unlink(missing_ok=True)
+
+
+def pretrain_lowshot_job(
+    images_h5: PathLike,
+    splits_h5: PathLike,
+    *,
+    loss: str,
+    shots: int,
+    model_out: PathLike,
+    losses_out: PathLike,
+    checkpoint: PathLike,
+    settings: Mapping[str, Any],
+    latent_dim: int,
+    seed: int,
+    device: str,
+    precision: str,
+) -> None:
+    """Low-shot pre-training (eq. 1) on the S-shot subset; writes model HDF5 and loss CSV.
+
+    ``settings`` holds the config's ``lowshot`` keys iterations, lr, mmd_bandwidth,
+    covariance_shrinkage, checkpoint_every and log_every.
+    """
+    torch_device = resolve_device(device)
+    log_device(torch_device)
+    split = data.load_split(splits_h5)
+    if shots not in split.shots:
+        raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
+    images = data.load_images(images_h5, split.shots[shots])
+    job_seed = derive_seed(seed, "pretrain_lowshot", loss, shots)
+    result = training.pretrain_lowshot(
+        images,
+        loss=loss,
+        latent_dim=latent_dim,
+        seed=job_seed,
+        device=torch_device,
+        precision=precision,
+        checkpoint_path=checkpoint,
+        **settings,
+    )
+    attrs = {"loss": loss, "shots": shots, "seed": job_seed, **_flat(settings)}
+    training.save_lowshot(model_out, result, attrs)
+    _write_csv(pd.DataFrame(result.log), losses_out)
+    log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
+    Path(checkpoint).unlink(missing_ok=True)
+
+
+def recover_job(
+    images_h5: PathLike,
+    splits_h5: PathLike,
+    model_h5: PathLike | None,
+    *,
+    output: PathLike,
+    problem: str,
+    method: str,
+    positions: tuple[int, int],
+    settings: Mapping[str, Any],
+    noise_std: float,
+    latent_dim: int,
+    seed: int,
+    device: str,
+    precision: str,
+) -> None:
+    """Recover the test images at ``positions`` (start, stop) of the split; write the results.
+
+    The operator's seed derives from (seed, problem) alone, so every method sees the same
+    A; measurement noise from (seed, problem, image id), so every method sees the same y;
+    the method's own draws from (seed, method, problem, image id).
+    """
+    torch_device = resolve_device(device)
+    log_device(torch_device)
+    the_problem = parse_problem(problem)
+    the_method = parse_method(method)
+    split = data.load_split(splits_h5)
+    rows = split.test[positions[0] : positions[1]]
+    image_ids = [str(i) for i in split.test_ids[positions[0] : positions[1]]]
+    truth = data.load_images(images_h5, rows).to(torch_device)
+    operator = operators.make_operator(
+        the_problem, config_seed=seed, noise_std=noise_std, device=torch_device
+    )
+    noise_seeds = [derive_seed(seed, "noise", problem, image_id) for image_id in image_ids]
+    measurements = operator.measure(truth, noise_seeds)
+    method_seeds = [derive_seed(seed, method, problem, image_id) for image_id in image_ids]
+
+    generator, prior = None, None
+    if the_method.kind == "lowshot":
+        generator, _codes, mean, covariance, _attrs = training.load_lowshot(model_h5)
+        prior = (mean, covariance)
+    elif the_method.kind in ("csgm", "iagan"):
+        generator = training.load_gan(model_h5)
+
+    started = time.perf_counter()
+    result = methods.recover(
+        the_method.kind,
+        operator,
+        measurements,
+        seeds=method_seeds,
+        settings=settings,
+        generator=generator,
+        prior=prior,
+        latent_dim=latent_dim,
+        device=torch_device,
+        precision=precision,
+    )
+    seconds = time.perf_counter() - started
+    recovered = result.images.detach().float().cpu()
+    truth = truth.cpu()
+    n = len(image_ids)
+    fields = {
+        "image_ids": image_ids,
+        "recovered": data.tensor_to_uint8(recovered),
+        "psnr": metrics.psnr(recovered, truth),
+        "ssim": metrics.ssim(recovered, truth),
+        "measurement_loss": np.asarray(result.measurement_loss, dtype=np.float64),
+        "iterations": np.asarray(result.iterations, dtype=np.int64),
+        "restarts": np.asarray(result.restarts, dtype=np.int64),
+        "diverged": np.asarray(result.diverged, dtype=bool),
+        "seed": np.asarray(method_seeds, dtype=np.int64),
+        "seconds": np.full(n, seconds / max(n, 1)),
+    }
+    attrs = {
+        "problem": problem,
+        "problem_kind": the_problem.kind,
+        "ratio": the_problem.ratio,
+        "method": method,
+        "method_kind": the_method.kind,
+        "loss": the_method.loss,
+        "shots": the_method.shots,
+        "noise_std": noise_std,
+        "seed": seed,
+        "measurements": operator.m,
+        "device": str(torch_device),
+        "precision": precision,
+        "positions": list(positions),
+    }
+    write_recovery(output, fields, attrs)
+    diverged = int(fields["diverged"].sum())
+    log.info(
+        "%s on %s: %d images, mean PSNR %.2f dB (%d diverged), %.1f s, peak memory %.0f MiB",
+        method,
+        problem,
+        n,
+        float(np.mean(fields["psnr"][~fields["diverged"]])) if diverged < n else float("nan"),
+        diverged,
+        seconds,
+        peak_memory_mb(torch_device),
+    )
+
+
+def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as HDF5-storable attributes (lists become arrays, None stays None)."""
+    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in settings.items()}

@@ -1,0 +1,48 @@
+# Recovery stage: one job per (problem, method, shard of test images).
+
+
+def recover_inputs(wildcards):
+    """Data files, plus the generator the method starts from (none for untrained)."""
+    inputs = {
+        "images": f"{RESULTS}/data/images.h5",
+        "splits": f"{RESULTS}/data/splits.h5",
+    }
+    method = lsconfig.parse_method(wildcards.method)
+    if method.kind == "lowshot":
+        inputs["model"] = (
+            f"{RESULTS}/models/lowshot/{method.loss}_S{method.shots}/model.h5"
+        )
+    elif method.kind in ("csgm", "iagan"):
+        inputs["model"] = f"{RESULTS}/models/gan/generator.h5"
+    return inputs
+
+
+rule recover:
+    input:
+        unpack(recover_inputs),
+    output:
+        f"{RESULTS}/recovery/{{problem}}/{{method}}/shard{{shard}}.h5",
+    log:
+        f"{RESULTS}/logs/recover/{{problem}}/{{method}}/shard{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/recover/{{problem}}/{{method}}/shard{{shard}}.tsv"
+    wildcard_constraints:
+        problem="|".join(map(re.escape, PROBLEMS)),
+        method="|".join(map(re.escape, METHODS)),
+        shard=r"\d+",
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    params:
+        settings=lambda wildcards: lsconfig.method_settings(config, wildcards.method),
+        noise_std=lambda wildcards: lsconfig.noise_std(config, wildcards.problem),
+        positions=lambda wildcards: lsconfig.shard_positions(
+            config, int(wildcards.shard)
+        ),
+        latent_dim=config["model"]["latent_dim"],
+        seed=config["seed"],
+        device=config["device"],
+        precision=config["precision"],
+    script:
+        "../scripts/recover.py"

@@ -1,0 +1,72 @@
+# Training stage: the WGAN-GP generator for CSGM/IAGAN and the low-shot models (eq. 1).
+# Both train from resumable checkpoints under results/checkpoints/: a killed or preempted
+# job rerun with --rerun-incomplete continues from the last checkpoint.
+
+LOWSHOT_TRAINING_KEYS = (
+    "iterations",
+    "lr",
+    "mmd_bandwidth",
+    "covariance_shrinkage",
+    "checkpoint_every",
+    "log_every",
+)
+
+
+rule train_gan:
+    input:
+        images=f"{RESULTS}/data/images.h5",
+        splits=f"{RESULTS}/data/splits.h5",
+    output:
+        generator=f"{RESULTS}/models/gan/generator.h5",
+        losses=f"{RESULTS}/models/gan/losses.csv",
+        samples=report(
+            f"{RESULTS}/models/gan/samples.png",
+            caption="../report/gan_samples.rst",
+            category="Training",
+        ),
+    log:
+        f"{RESULTS}/logs/train_gan/train_gan.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_gan/train_gan.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        runtime=lambda wildcards, attempt: 24 * 60 * attempt,
+    params:
+        settings=config["gan"],
+        latent_dim=config["model"]["latent_dim"],
+        seed=config["seed"],
+        device=config["device"],
+        precision=config["precision"],
+        checkpoint=f"{RESULTS}/checkpoints/gan/checkpoint.pt",
+    script:
+        "../scripts/train_gan.py"
+
+
+rule pretrain_lowshot:
+    input:
+        images=f"{RESULTS}/data/images.h5",
+        splits=f"{RESULTS}/data/splits.h5",
+    output:
+        model=f"{RESULTS}/models/lowshot/{{loss}}_S{{shots}}/model.h5",
+        losses=f"{RESULTS}/models/lowshot/{{loss}}_S{{shots}}/losses.csv",
+    log:
+        f"{RESULTS}/logs/pretrain_lowshot/{{loss}}_S{{shots}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_lowshot/{{loss}}_S{{shots}}.tsv"
+    wildcard_constraints:
+        loss="l2|mmd",
+        shots=r"\d+",
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 8 * 60 * attempt,
+    params:
+        settings={key: config["lowshot"][key] for key in LOWSHOT_TRAINING_KEYS},
+        latent_dim=config["model"]["latent_dim"],
+        seed=config["seed"],
+        device=config["device"],
+        precision=config["precision"],
+        checkpoint=f"{RESULTS}/checkpoints/lowshot/{{loss}}_S{{shots}}.pt",
+    script:
+        "../scripts/pretrain_lowshot.py"

@@ -1,0 +1,21 @@
+"""Rule pretrain_lowshot: theta and codes on S examples (see lowshot.jobs.pretrain_lowshot_job)."""
+
+from lowshot.jobs import pretrain_lowshot_job
+from lowshot.logs import setup_rule_logging
+
+setup_rule_logging(snakemake.log[0])
+params = snakemake.params
+pretrain_lowshot_job(
+    snakemake.input.images,
+    snakemake.input.splits,
+    loss=snakemake.wildcards.loss,
+    shots=int(snakemake.wildcards.shots),
+    model_out=snakemake.output.model,
+    losses_out=snakemake.output.losses,
+    checkpoint=params.checkpoint,
+    settings=params.settings,
+    latent_dim=params.latent_dim,
+    seed=params.seed,
+    device=params.device,
+    precision=params.precision,
+)

@@ -1,0 +1,183 @@
+"""End-to-end: configs/test.yaml through Snakemake in a temporary folder.
+
+One module-scoped run builds everything; the tests then check its outputs and how the
+workflow reacts to deletions and config changes (through dry-run job counts).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from lowshot.config import load_config, method_names, problem_names
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "schemas", "config.yaml", "configs", "report"]
+
+pytestmark = pytest.mark.slow
+
+
+def run_snakemake(workdir: Path, *args: str) -> str:
+    """Run Snakemake in ``workdir``; return its combined output, failing on an error."""
+    done = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", "--configfile", "pipeline.yaml", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    return output
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when there is nothing to do)."""
+    output = run_snakemake(workdir, "--dry-run", *args)
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE))
+    counts.pop("total", None)
+    return {rule: int(count) for rule, count in counts.items()}
+
+
+def make_workdir(path: Path, shared_celeba: Path, **changes) -> Path:
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, path / name)
+        else:
+            shutil.copy(source, path / name)
+    config = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
+    config["data"].update(
+        source=str(shared_celeba / "celeba-test-faces-64.zip"),
+        partition_file=str(shared_celeba / "list_eval_partition.txt"),
+        identity_file=str(shared_celeba / "identity_CelebA.txt"),
+    )
+    for key, value in changes.items():
+        config[key].update(value)
+    (path / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, shared_celeba):
+    workdir = make_workdir(tmp_path_factory.mktemp("pipeline"), shared_celeba)
+    run_snakemake(workdir)
+    config = load_config(workdir / "pipeline.yaml")
+    return workdir, config
+
+
+def test_every_expected_file_exists(pipeline):
+    workdir, config = pipeline
+    results = workdir / "results"
+    expected = [
+        "data/images.h5",
+        "data/splits.h5",
+        "models/gan/generator.h5",
+        "models/gan/losses.csv",
+        "models/gan/samples.png",
+        "tables/metrics.csv",
+        "tables/psnr_summary.csv",
+        "tables/psnr_summary.md",
+        "tables/psnr_summary.tex",
+        "figures/figure1.pdf",
+        "figures/figure1.png",
+        "figures/figure2.pdf",
+        "figures/figure2.png",
+    ]
+    for loss in config["lowshot"]["losses"]:
+        for shots in config["lowshot"]["shots"]:
+            expected.append(f"models/lowshot/{loss}_S{shots}/model.h5")
+    for problem in problem_names(config):
+        for method in method_names(config):
+            expected.append(f"recovery/{problem}/{method}/shard0.h5")
+            expected.append(f"../results/logs/recover/{problem}/{method}/shard0.log")
+    missing = [name for name in expected if not (results / name).is_file()]
+    assert not missing, missing
+    assert not list(results.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_metrics_table_has_one_row_per_problem_method_image(pipeline):
+    workdir, config = pipeline
+    metrics = pd.read_csv(workdir / "results" / "tables" / "metrics.csv")
+    n_test = config["split"]["n_test"]
+    assert len(metrics) == len(problem_names(config)) * len(method_names(config)) * n_test
+    keys = metrics.groupby(["problem", "method", "image_id"]).size()
+    assert (keys == 1).all()
+    assert set(metrics["problem"]) == set(problem_names(config))
+    assert set(metrics["method"]) == set(method_names(config))
+    assert np.isfinite(metrics["psnr"]).all()
+    assert metrics["psnr"].between(3, 60).all(), metrics["psnr"].describe()
+
+
+def test_figures_are_images_of_the_expected_size(pipeline):
+    from lowshot import plots
+
+    workdir, config = pipeline
+    figures = workdir / "results" / "figures"
+    with Image.open(figures / "figure1.png") as image:
+        assert image.size == plots.figure1_size_px()
+    with Image.open(figures / "figure2.png") as image:
+        rows = 2 + len(config["recover"]["baselines"]) + 1
+        assert image.size == plots.figure2_size_px(rows, config["report"]["figure2_images"])
+    for pdf in ("figure1.pdf", "figure2.pdf"):
+        assert (figures / pdf).read_bytes().startswith(b"%PDF")
+
+
+def test_report_names_both_figures(pipeline):
+    workdir, _ = pipeline
+    run_snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "figure1.png" in html
+    assert "figure2.png" in html
+
+
+def test_second_run_has_nothing_to_do(pipeline):
+    workdir, _ = pipeline
+    assert planned_jobs(workdir) == {}
+
+
+def test_deleting_one_recovery_reruns_that_job_and_the_aggregation(pipeline):
+    workdir, config = pipeline
+    target = workdir / "results" / "recovery" / "cs-0.05" / "untrained" / "shard0.h5"
+    saved = target.read_bytes()
+    target.unlink()
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        target.write_bytes(saved)
+    assert jobs.pop("recover") == 1
+    assert set(jobs) <= {"collect_metrics", "figure1", "all"}
+    assert jobs["collect_metrics"] == 1
+
+
+def test_changing_one_ratio_reruns_only_the_jobs_it_touches(pipeline):
+    workdir, config = pipeline
+    changed = yaml.safe_load((workdir / "pipeline.yaml").read_text())
+    changed["problems"]["compressed_sensing"]["ratios"] = [0.05, 0.3]
+    (workdir / "changed.yaml").write_text(yaml.safe_dump(changed))
+    jobs = planned_jobs(workdir, "--configfile", "changed.yaml")
+    assert jobs.pop("recover") == len(method_names(config))
+    assert set(jobs) <= {"collect_metrics", "figure1", "all"}
+
+
+def test_figure2_alone_builds_just_what_it_needs(tmp_path, shared_celeba):
+    workdir = make_workdir(tmp_path, shared_celeba)
+    jobs = planned_jobs(workdir, "results/figures/figure2.png")
+    config = load_config(workdir / "pipeline.yaml")
+    shown_methods = 1 + len(config["recover"]["baselines"])
+    assert jobs["recover"] == shown_methods
+    assert jobs["pretrain_lowshot"] == 1
+    assert "collect_metrics" not in jobs and "figure1" not in jobs
