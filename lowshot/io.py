@@ -23,11 +23,13 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported lazily: the data stage writes HDF5 without loading torch
+    import torch
 
 # Per-image datasets of a recovery file, all with first dimension N (images of the job).
 RECOVERY_FIELDS: dict[str, str] = {
@@ -57,6 +59,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600; give the result the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -64,7 +70,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _to_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "detach"):  # a torch tensor
         return value.detach().cpu().numpy()
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
         return np.asarray(value, dtype=h5py.string_dtype())
@@ -131,6 +137,8 @@ def load_generator(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], dict[str, Any]]:
     """Return (state_dict, other datasets, attrs) of a file written by ``save_generator``."""
+    import torch
+
     datasets, attrs = read_h5(path)
     prefix = "generator/"
     state = {

@@ -7,8 +7,10 @@ which other images share a batch.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported lazily: the data stage derives seeds without loading torch
+    import torch
 
 
 def derive_seed(base: int, *names: object) -> int:
@@ -24,6 +26,8 @@ def derive_seed(base: int, *names: object) -> int:
 
 def generator_for(base: int, *names: object, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``derive_seed(base, *names)``."""
+    import torch
+
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(base, *names))
     return generator
