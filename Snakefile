@@ -41,20 +41,13 @@ RECOVERY_FILES = recovery_files()
 report: "report/workflow.rst"
 
 
-rule all:
-    default_target: True
-    input:
-        f"{RESULTS}/tables/metrics.csv",
-        expand(f"{RESULTS}/tables/psnr_summary.{{ext}}", ext=["csv", "md", "tex"]),
-        expand(f"{RESULTS}/figures/figure1.{{ext}}", ext=["pdf", "png"]),
-        (
-            expand(f"{RESULTS}/figures/figure2.{{ext}}", ext=["pdf", "png"])
-            if config["problems"]["colorization"]["enabled"]
-            else []
-        ),
-
-
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/recover.smk"
 include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        REPORT_TARGETS,

@@ -236,12 +236,14 @@ def shard_positions(config: dict[str, Any], shard: int) -> tuple[int, int]:
 
 
 def method_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """The ``recover`` settings of a method name; IAGAN gets CSGM's too (its first stage)."""
+    """The ``recover.<kind>`` settings of a method name, as ``lowshot.methods.recover`` takes
+    them; IAGAN's include its first stage's under ``csgm``."""
     kind = parse_method(method).kind
     recover = config["recover"]
+    settings = dict(recover[kind])
     if kind == "iagan":
-        return {**recover["csgm"], **recover["iagan"]}
-    return dict(recover[kind])
+        settings["csgm"] = dict(recover["csgm"])
+    return settings
 
 
 def noise_std(config: dict[str, Any], problem: str) -> float:

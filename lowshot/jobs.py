@@ -66,7 +66,8 @@ def train_gan_job(
     torch_device = resolve_device(device)
     log_device(torch_device)
     split = data.load_split(splits_h5)
-    images = data.load_images(images_h5, split.gan_corpus)
+    # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
+    images = data.load_uint8(images_h5, split.gan_corpus)
     log.info("GAN corpus: %d images", len(images))
     job_seed = derive_seed(seed, "train_gan")
     result = training.train_wgan_gp(

@@ -1,0 +1,295 @@
+"""The paper's figures.
+
+Figure 1 (compressed sensing): average PSNR against the compression ratio m/n with 95%
+confidence bands; one panel per low-shot loss (MMD left, ℓ2 right, as in the paper), one
+line per shot count (colour-graded from few to many shots) and the baselines (untrained
+network, CSGM on the GAN, IAGAN) drawn in both panels in black/grey line styles.
+Fixed size ``FIGURE1_SIZE`` inches at ``DPI`` dots per inch (PNG 1650 x 750 pixels).
+Figure 2 with 6 rows of 6 images is 1275 x 1305 pixels.
+
+Figure 2 (colorization): a grid with one column per shown test image and rows true
+image, grayscale input, then one row per method (labelled on the left) with the PSNR
+above each reconstruction. Size ``figure2_size(n_columns, n_rows)`` at ``DPI``.
+
+Both figures carry their layout in the file's metadata (PNG text chunk / PDF keywords
+``lowshot:panels=<n>`` or ``lowshot:rows=<n>``) so that tests can check it from the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from lowshot import data
+from lowshot.io import atomic_path, read_recovery
+from lowshot.tables import method_label
+
+DPI = 150
+# Figure 1: width x height in inches (two panels side by side, legend below).
+FIGURE1_SIZE = (11.0, 5.0)
+# Figure 2: every image cell is FIGURE2_CELL inches square, plus FIGURE2_TITLE inches
+# above it for the PSNR, plus FIGURE2_LABEL inches on the left for the row labels.
+FIGURE2_CELL = 1.2
+FIGURE2_TITLE = 0.25
+FIGURE2_LABEL = 1.3
+
+_LOSS_TITLES = {"mmd": "MMD loss", "l2": r"$\ell_2$ loss"}
+_LOSS_ORDER = ("mmd", "l2")
+# Baselines: black/grey, each its own dash pattern and marker, so they read in print.
+_BASELINE_STYLE = {
+    "untrained": {"color": "0.55", "linestyle": ":", "marker": "v"},
+    "csgm": {"color": "0.0", "linestyle": "--", "marker": "s"},
+    "iagan": {"color": "0.25", "linestyle": "-.", "marker": "D"},
+}
+
+
+def _new_figure(size: tuple[float, float], layout: str | None = None) -> Figure:
+    """A figure on its own Agg canvas: no pyplot state, nothing to close, no display needed."""
+    fig = Figure(figsize=size, dpi=DPI, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(
+    fig: Figure, path_pdf: str | os.PathLike[str], path_png: str | os.PathLike[str], tag: str
+) -> None:
+    """Save ``fig`` as PDF and PNG (atomically), its layout ``tag`` in the metadata."""
+    for path, fmt, metadata in (
+        (path_pdf, "pdf", {"Keywords": tag, "Creator": "lowshot"}),
+        (path_png, "png", {"Description": tag, "Software": "lowshot"}),
+    ):
+        with atomic_path(path) as tmp:
+            # No bbox_inches="tight": the pixel size stays the documented one.
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+
+
+# --- Figure 1 ------------------------------------------------------------------------
+
+
+def figure1(
+    summary: pd.DataFrame,
+    path_pdf: str | os.PathLike[str],
+    path_png: str | os.PathLike[str],
+) -> Figure:
+    """Draw Figure 1 from a PSNR summary (``lowshot.tables.summarize`` columns).
+
+    Uses the compressed-sensing rows only: x = ratio (log axis, ticks at the ratios),
+    y = ``psnr_mean`` with a band from ``psnr_ci_low`` to ``psnr_ci_high``. One panel per
+    low-shot loss present (MMD, then ℓ2; a single baselines-only panel when there is
+    none). Returns the figure so callers can inspect its axes.
+    """
+    cs = summary[summary["problem_kind"] == "compressed_sensing"]
+    if cs.empty:
+        raise ValueError("figure1: the summary has no compressed-sensing rows")
+    lowshot = cs[cs["method_kind"] == "lowshot"]
+    losses = [loss for loss in _LOSS_ORDER if (lowshot["loss"] == loss).any()] or [None]
+    shots = sorted(int(s) for s in lowshot["shots"].dropna().unique())
+    # Light to dark with the number of shots: more data, darker line.
+    palette = sns.color_palette("flare", n_colors=max(len(shots), 1))
+    ratios = sorted(cs["ratio"].unique())
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95):
+        fig = _new_figure(FIGURE1_SIZE, layout="constrained")
+        axes = fig.subplots(1, len(losses), sharey=True, squeeze=False)
+        for ax, loss in zip(axes[0], losses, strict=True):
+            for colour, n_shots in zip(palette, shots, strict=False):
+                rows = lowshot[(lowshot["loss"] == loss) & (lowshot["shots"] == n_shots)]
+                _line(ax, rows, label=f"{n_shots} shots", color=colour, linestyle="-", marker="o")
+            for kind, style in _BASELINE_STYLE.items():
+                rows = cs[cs["method_kind"] == kind]
+                _line(ax, rows, label=method_label(kind), **style)
+            ax.set_xscale("log")
+            ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+            ax.minorticks_off()
+            ax.set_xlabel("compression ratio m/n")
+            ax.set_title(_LOSS_TITLES.get(loss, "baselines") if loss else "baselines")
+        axes[0, 0].set_ylabel("average PSNR (dB)")
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=min(len(labels), 6),
+            frameon=False,
+        )
+        _save(fig, path_pdf, path_png, f"lowshot:panels={len(losses)}")
+    return fig
+
+
+def _line(ax: Axes, rows: pd.DataFrame, label: str, **style: object) -> None:
+    """One method's mean PSNR against the ratio, with its CI as a band."""
+    if rows.empty:
+        return
+    rows = rows.sort_values("ratio")
+    x = rows["ratio"].to_numpy(dtype=float)
+    (line,) = ax.plot(
+        x, rows["psnr_mean"].to_numpy(dtype=float), label=label, lw=1.6, ms=4, **style
+    )
+    low = rows["psnr_ci_low"].to_numpy(dtype=float)
+    high = rows["psnr_ci_high"].to_numpy(dtype=float)
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, lw=0)
+
+
+# --- Figure 2 ------------------------------------------------------------------------
+
+
+def figure1_size_px() -> tuple[int, int]:
+    """Figure 1's PNG (width, height) in pixels."""
+    return round(FIGURE1_SIZE[0] * DPI), round(FIGURE1_SIZE[1] * DPI)
+
+
+def figure2_size(n_rows: int, n_columns: int) -> tuple[float, float]:
+    """Figure 2's (width, height) in inches for ``n_rows`` rows of ``n_columns`` images."""
+    return (
+        FIGURE2_LABEL + n_columns * FIGURE2_CELL,
+        n_rows * (FIGURE2_CELL + FIGURE2_TITLE),
+    )
+
+
+def figure2_size_px(n_rows: int, n_columns: int) -> tuple[int, int]:
+    """Figure 2's PNG (width, height) in pixels; rows count the true and grayscale rows."""
+    width, height = figure2_size(n_rows, n_columns)
+    return round(width * DPI), round(height * DPI)
+
+
+def figure2(
+    true_uint8: np.ndarray,
+    gray_uint8: np.ndarray,
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    path_pdf: str | os.PathLike[str],
+    path_png: str | os.PathLike[str],
+) -> Figure:
+    """Draw Figure 2: the colorization grid.
+
+    ``true_uint8``: (K, 64, 64, 3) uint8 test images; ``gray_uint8``: (K, 64, 64) uint8
+    grayscale inputs; ``rows``: (label, (K, 64, 64, 3) uint8 reconstructions, (K,) PSNR in
+    dB) per method, drawn top to bottom under the true and grayscale rows with
+    "<psnr> dB" above each image. Returns the figure.
+    """
+    k = len(true_uint8)
+    if gray_uint8.shape[0] != k or any(
+        len(images) != k or len(psnr) != k for _, images, psnr in rows
+    ):
+        raise ValueError("figure2: every row needs one image (and PSNR) per column")
+    grid = [("True image", true_uint8, None), ("Grayscale input", gray_uint8, None), *rows]
+    n_rows = len(grid)
+    width, height = figure2_size(n_rows, k)
+    fig = _new_figure((width, height))
+    axes = fig.subplots(n_rows, k, squeeze=False)
+    fig.subplots_adjust(
+        left=FIGURE2_LABEL / width,
+        right=1 - 0.1 / width,
+        bottom=0.05 / height,
+        top=1 - FIGURE2_TITLE / height,
+        wspace=0.05,
+        hspace=FIGURE2_TITLE / FIGURE2_CELL,
+    )
+    for r, (label, images, psnr) in enumerate(grid):
+        for c in range(k):
+            ax = axes[r, c]
+            image = np.asarray(images[c])
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if psnr is not None:
+                value = float(psnr[c])
+                text = f"{value:.1f} dB" if np.isfinite(value) else "diverged"
+                ax.set_title(text, fontsize=9, pad=2)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
+    _save(fig, path_pdf, path_png, f"lowshot:rows={n_rows}")
+    return fig
+
+
+def to_gray_uint8(images: np.ndarray) -> np.ndarray:
+    """(K, 64, 64, 3) uint8 -> (K, 64, 64) uint8 with PIL's ITU-R 601-2 luma (the paper's A)."""
+    return np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in images])
+
+
+def load_test_images(
+    images_h5: str | os.PathLike[str], splits_h5: str | os.PathLike[str], n: int
+) -> tuple[list[str], np.ndarray]:
+    """The first ``n`` test images of the split: (ids, (n, 64, 64, 3) uint8)."""
+    split = data.load_split(splits_h5)
+    rows = split.test[:n]
+    ids = [str(i) for i in split.test_ids[:n]]
+    if data.load_ids(images_h5, rows) != ids:
+        raise ValueError(f"{splits_h5}: test_ids do not match the ids of {images_h5}")
+    return ids, data.load_uint8(images_h5, rows)
+
+
+def group_by_method(
+    paths: Sequence[str | os.PathLike[str]],
+) -> dict[str, list[str | os.PathLike[str]]]:
+    """Recovery files (every shard of every job) grouped by the ``method`` attr."""
+    groups: dict[str, list[str | os.PathLike[str]]] = {}
+    for path in paths:
+        with h5py.File(path, "r") as handle:
+            method = handle.attrs["method"]
+        groups.setdefault(method.decode() if isinstance(method, bytes) else str(method), []).append(
+            path
+        )
+    return groups
+
+
+def recovered_for(
+    paths: Sequence[str | os.PathLike[str]], image_ids: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reconstructions (K, 64, 64, 3) uint8, PSNR (K,)) of ``image_ids`` from one method's
+    recovery files (its shards, in any order).
+
+    A diverged image's PSNR is returned as NaN (Figure 2 prints "diverged").
+    """
+    found: dict[str, tuple[np.ndarray, float]] = {}
+    for path in paths:
+        fields, _ = read_recovery(path)
+        for j, image_id in enumerate(fields["image_ids"]):
+            psnr = np.nan if fields["diverged"][j] else float(fields["psnr"][j])
+            found[str(image_id)] = (np.asarray(fields["recovered"][j], dtype=np.uint8), psnr)
+    missing = [i for i in image_ids if i not in found]
+    if missing:
+        raise ValueError(f"{[str(p) for p in paths]}: no recovery of test image(s) {missing}")
+    images = np.stack([found[i][0] for i in image_ids])
+    return images, np.array([found[i][1] for i in image_ids], dtype=np.float64)
+
+
+def figure2_from_files(
+    images_h5: str | os.PathLike[str],
+    splits_h5: str | os.PathLike[str],
+    recovery_paths: Sequence[str | os.PathLike[str]],
+    methods: Sequence[str],
+    n_images: int,
+    path_pdf: str | os.PathLike[str],
+    path_png: str | os.PathLike[str],
+) -> Figure:
+    """Figure 2 for the first ``n_images`` test images from the data stage's files.
+
+    ``recovery_paths``: the colorization recovery files (all shards) of ``methods``, which
+    give the rows top to bottom, labelled with ``lowshot.tables.method_label``.
+    """
+    ids, true = load_test_images(images_h5, splits_h5, n_images)
+    by_method = group_by_method(recovery_paths)
+    rows = []
+    for name in methods:
+        if name not in by_method:
+            raise ValueError(f"figure2: no recovery file of method {name!r} given")
+        images, psnr = recovered_for(by_method[name], ids)
+        rows.append((method_label(name), images, psnr))
+    return figure2(true, to_gray_uint8(true), rows, path_pdf, path_png)
+
+
+def read_layout_tag(path: str | os.PathLike[str]) -> str:
+    """The ``lowshot:...`` layout tag written into a figure PNG by this module."""
+    with Image.open(Path(path)) as image:
+        return image.text.get("Description", "")  # type: ignore[attr-defined]

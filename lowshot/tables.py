@@ -1,0 +1,433 @@
+"""Aggregation of the per-image recovery results into the paper's tables.
+
+``metrics_table`` flattens the recovery files (``results/recovery/{problem}/{method}/
+shard{k}.h5``, layout in ``lowshot.io.RECOVERY_FIELDS``; any number of shards per job)
+into one row per (problem, method, image);
+``summarize`` reduces it to mean, standard deviation and a Student-t 95% confidence
+interval of the PSNR over the test images of every (problem, ratio, method, loss, shots).
+A diverged image (flagged by the recovery, or with a non-finite PSNR) is left out of every
+mean and counted in ``n_diverged``; it is never averaged in silently.
+
+The ``write_summary_*`` functions render the summary as CSV (long form, every number),
+Markdown (methods x problems, "mean ± CI half-width") and a booktabs LaTeX table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lowshot.config import parse_method, parse_problem
+from lowshot.io import atomic_path, read_recovery
+
+log = logging.getLogger(__name__)
+
+# Identify one recovery job; ``problem`` and ``method`` alone are unique, the rest is
+# carried along so that the tables can be sorted and filtered without parsing names.
+GROUP_COLUMNS: list[str] = [
+    "problem",
+    "problem_kind",
+    "ratio",
+    "method",
+    "method_kind",
+    "loss",
+    "shots",
+]
+METRIC_COLUMNS: list[str] = [
+    *GROUP_COLUMNS,
+    "image_id",
+    "psnr",
+    "ssim",
+    "measurement_loss",
+    "diverged",
+    "iterations",
+    "restarts",
+    "seconds",
+    "seed",
+    "noise_std",
+]
+SUMMARY_COLUMNS: list[str] = [
+    *GROUP_COLUMNS,
+    "n",
+    "n_diverged",
+    "psnr_mean",
+    "psnr_std",
+    "psnr_ci_half",
+    "psnr_ci_low",
+    "psnr_ci_high",
+    "ssim_mean",
+    "ssim_std",
+]
+CONFIDENCE = 0.95
+# Baselines after the low-shot models, in the paper's order.
+_BASELINE_ORDER = {"untrained": 0, "csgm": 1, "iagan": 2}
+_LOSS_ORDER = {"mmd": 0, "l2": 1}
+
+
+# --- per-image table ---------------------------------------------------------------
+
+
+def _job_columns(path: str | os.PathLike[str], attrs: dict) -> dict:
+    """The (problem, method) identity of a recovery file, from its names in the attrs.
+
+    Names are parsed with ``lowshot.config`` so that ratio/loss/shots always agree with
+    them; attrs that disagree with the name are an error (a file in the wrong place).
+    """
+    problem_name, method_name = attrs.get("problem"), attrs.get("method")
+    if not problem_name or not method_name:
+        problem_name, method_name = names_from_path(path)
+    problem = parse_problem(problem_name)
+    method = parse_method(method_name)
+    ratio = attrs.get("ratio")
+    if ratio is not None and problem.ratio is not None and not math.isclose(ratio, problem.ratio):
+        raise ValueError(f"{path}: attr ratio={ratio} disagrees with problem {problem_name!r}")
+    for key, expected in (("method_kind", method.kind), ("loss", method.loss)):
+        if key in attrs and attrs[key] != expected:
+            raise ValueError(f"{path}: attr {key}={attrs[key]!r} disagrees with {method_name!r}")
+    return {
+        "problem": problem.name,
+        "problem_kind": problem.kind,
+        "ratio": problem.ratio,
+        "method": method.name,
+        "method_kind": method.kind,
+        "loss": method.loss,
+        "shots": method.shots,
+    }
+
+
+def names_from_path(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(problem, method) of ``{problem}/{method}.h5`` or ``{problem}/{method}/shardK.h5``."""
+    path = Path(path)
+    if path.stem.startswith("shard"):
+        return path.parent.parent.name, path.parent.name
+    return path.parent.name, path.stem
+
+
+def read_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """One recovery file as a DataFrame with ``METRIC_COLUMNS`` (one row per image)."""
+    fields, attrs = read_recovery(path)
+    frame = pd.DataFrame(
+        {
+            "image_id": np.asarray(fields["image_ids"]).astype(str),
+            "psnr": np.asarray(fields["psnr"], dtype=np.float64),
+            "ssim": np.asarray(fields["ssim"], dtype=np.float64),
+            "measurement_loss": np.asarray(fields["measurement_loss"], dtype=np.float64),
+            "diverged": np.asarray(fields["diverged"], dtype=bool),
+            "iterations": np.asarray(fields["iterations"], dtype=np.int64),
+            "restarts": np.asarray(fields["restarts"], dtype=np.int64),
+            "seconds": np.asarray(fields["seconds"], dtype=np.float64),
+            "seed": np.asarray(fields["seed"], dtype=np.int64),
+        }
+    )
+    for key, value in _job_columns(path, attrs).items():
+        frame[key] = value
+    frame["noise_std"] = attrs.get("noise_std", np.nan)
+    return frame
+
+
+def metrics_table(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
+    """Concatenate recovery files into one row per (problem, method, image).
+
+    Columns ``METRIC_COLUMNS``: ``ratio`` is NaN for colorization, ``loss``/``shots`` are
+    missing (None/<NA>) for the baselines; ``shots`` is a nullable integer. Raises
+    ``ValueError`` when an image appears twice for the same problem and method, or when
+    no file is given.
+    """
+    frames = [read_metrics(path) for path in paths]
+    if not frames:
+        raise ValueError("metrics_table: no recovery files given")
+    table = pd.concat(frames, ignore_index=True)[METRIC_COLUMNS]
+    table["ratio"] = table["ratio"].astype("float64")
+    table["shots"] = table["shots"].astype("Int64")
+    table["loss"] = table["loss"].astype("object").where(table["loss"].notna(), None)
+    duplicated = table.duplicated(["problem", "method", "image_id"], keep=False)
+    if duplicated.any():
+        rows = table.loc[duplicated, ["problem", "method", "image_id"]].drop_duplicates()
+        raise ValueError(f"images recovered more than once:\n{rows.to_string(index=False)}")
+    return sort_rows(table, extra=["image_id"])
+
+
+def sort_rows(frame: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Sort by problem (CS by ratio, then colorization), then method in the paper's order."""
+    key = pd.DataFrame(
+        {
+            "p0": (frame["problem_kind"] != "compressed_sensing").astype(int),
+            "p1": frame["ratio"].fillna(np.inf),
+            "m0": frame["method"].map(method_sort_key),
+        }
+    )
+    order = sorted(
+        range(len(frame)),
+        key=lambda i: (
+            key["p0"].iat[i],
+            key["p1"].iat[i],
+            key["m0"].iat[i],
+            *(str(frame[c].iat[i]) for c in extra),
+        ),
+    )
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def method_sort_key(name: str) -> tuple[int, int, int]:
+    """Low-shot models first (MMD then ℓ2, by shots), then untrained, CSGM, IAGAN."""
+    method = parse_method(name)
+    if method.kind == "lowshot":
+        return (0, _LOSS_ORDER.get(method.loss or "", 9), method.shots or 0)
+    return (1, _BASELINE_ORDER.get(method.kind, 9), 0)
+
+
+# --- summary -------------------------------------------------------------------------
+
+
+def excluded(metrics: pd.DataFrame) -> pd.Series:
+    """Rows left out of the means: flagged diverged, or a non-finite PSNR.
+
+    A non-finite PSNR without the flag is a recovery bug; it is excluded all the same
+    (and logged) rather than poisoning a mean.
+    """
+    finite = np.isfinite(metrics["psnr"].to_numpy(dtype=np.float64))
+    unflagged = ~finite & ~metrics["diverged"].to_numpy(dtype=bool)
+    if unflagged.any():
+        log.warning(
+            "%d image(s) with non-finite PSNR not flagged as diverged; excluded as diverged",
+            int(unflagged.sum()),
+        )
+    return pd.Series(metrics["diverged"].to_numpy(dtype=bool) | ~finite, index=metrics.index)
+
+
+def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(mean, std, half-width) of a Student-t confidence interval of the mean.
+
+    ``std`` uses ddof=1; with fewer than two values std and half-width are NaN (and the
+    mean is NaN for no values).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(values.mean())
+    if n < 2:
+        return mean, math.nan, math.nan
+    std = float(values.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n))
+    return mean, std, half
+
+
+def summarize(metrics: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Mean, std and Student-t CI of PSNR (mean/std of SSIM) per job, diverged excluded.
+
+    ``metrics``: a ``metrics_table``. Returns ``SUMMARY_COLUMNS``, one row per (problem,
+    ratio, method, loss, shots): ``n`` images recovered, ``n_diverged`` of them left out,
+    the statistics over the remaining ``n - n_diverged``; ``psnr_ci_low/high`` =
+    mean ∓ half-width.
+    """
+    drop = excluded(metrics)
+    rows = []
+    # dropna=False: ratio is NaN for colorization, loss/shots missing for baselines.
+    for keys, group in metrics.groupby(GROUP_COLUMNS, dropna=False, sort=False):
+        kept = group.loc[~drop.loc[group.index]]
+        psnr_mean, psnr_std, psnr_half = t_interval(kept["psnr"].to_numpy(), confidence)
+        ssim = kept["ssim"].to_numpy(dtype=np.float64)
+        rows.append(
+            {
+                **dict(zip(GROUP_COLUMNS, keys, strict=True)),
+                "n": len(group),
+                "n_diverged": len(group) - len(kept),
+                "psnr_mean": psnr_mean,
+                "psnr_std": psnr_std,
+                "psnr_ci_half": psnr_half,
+                "psnr_ci_low": psnr_mean - psnr_half,
+                "psnr_ci_high": psnr_mean + psnr_half,
+                "ssim_mean": float(ssim.mean()) if ssim.size else math.nan,
+                "ssim_std": float(ssim.std(ddof=1)) if ssim.size > 1 else math.nan,
+            }
+        )
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary["shots"] = summary["shots"].astype("Int64")
+    summary["loss"] = summary["loss"].astype("object").where(summary["loss"].notna(), None)
+    return sort_rows(summary)
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def method_label(name: str) -> str:
+    """Readable method name: ``lowshot-mmd-S10`` -> ``10-shot (MMD)``."""
+    method = parse_method(name)
+    if method.kind == "lowshot":
+        loss = "MMD" if method.loss == "mmd" else "ℓ2"
+        return f"{method.shots}-shot ({loss})"
+    return {"untrained": "Untrained", "csgm": "GAN (CSGM)", "iagan": "IAGAN"}[method.kind]
+
+
+def problem_label(name: str) -> str:
+    """Readable problem name: ``cs-0.1`` -> ``m/n = 0.1``."""
+    problem = parse_problem(name)
+    return "colorization" if problem.ratio is None else f"m/n = {problem.ratio:g}"
+
+
+def _cell(row: pd.Series, pm: str) -> str:
+    if not np.isfinite(row["psnr_mean"]):
+        text = "—"
+    elif np.isfinite(row["psnr_ci_half"]):
+        text = f"{row['psnr_mean']:.2f} {pm} {row['psnr_ci_half']:.2f}"
+    else:
+        text = f"{row['psnr_mean']:.2f}"
+    if row["n_diverged"]:
+        text += f" ({row['n_diverged']}/{row['n']} div.)"
+    return text
+
+
+def summary_grid(summary: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
+    """Methods (rows) x problems (columns) of "mean ± CI half-width" strings.
+
+    Cells name the diverged images ("(1/50 div.)"); a job with every image diverged
+    shows "—". Rows and columns follow ``sort_rows``.
+    """
+    ordered = sort_rows(summary)
+    problems = list(dict.fromkeys(ordered["problem"]))
+    methods = sorted(dict.fromkeys(ordered["method"]), key=method_sort_key)
+    grid = pd.DataFrame("", index=methods, columns=problems)
+    for _, row in ordered.iterrows():
+        grid.loc[row["method"], row["problem"]] = _cell(row, pm)
+    return grid
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """A Markdown table: one row per method, one column per problem, PSNR in dB."""
+    grid = summary_grid(summary)
+    n_images = int(summary["n"].max()) if len(summary) else 0
+    header = ["method", *(problem_label(p) for p in grid.columns)]
+    lines = [
+        f"PSNR (dB): mean ± 95% CI half-width (Student t) over up to {n_images} test images;",
+        "diverged images are excluded from the mean and counted as (k/n div.).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * len(grid.columns)) + " |",
+    ]
+    for method, cells in grid.iterrows():
+        lines.append("| " + " | ".join([method_label(str(method)), *cells.tolist()]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _latex_label(text: str) -> str:
+    return latex_escape(text).replace("ℓ2", r"$\ell_2$").replace("—", "---")
+
+
+def summary_latex(summary: pd.DataFrame) -> str:
+    """A booktabs ``table`` (needs ``\\usepackage{booktabs}``): methods x problems."""
+    grid = summary_grid(summary, pm=r"$\pm$")
+    n_cols = len(grid.columns)
+    header = " & ".join(["Method", *(_latex_label(problem_label(p)) for p in grid.columns)])
+    body = [
+        " & ".join([_latex_label(method_label(str(method))), *map(_latex_cell, cells)]) + r" \\"
+        for method, cells in grid.iterrows()
+    ]
+    return "\n".join(
+        [
+            r"\begin{table}[t]",
+            r"  \centering",
+            r"  \caption{PSNR (dB) of the recovered test images: mean $\pm$ 95\% confidence"
+            r" interval half-width (Student $t$); diverged images are excluded and counted.}",
+            r"  \label{tab:psnr-summary}",
+            r"  \begin{tabular}{l" + "r" * n_cols + "}",
+            r"    \toprule",
+            f"    {header} \\\\",
+            r"    \midrule",
+            *(f"    {line}" for line in body),
+            r"    \bottomrule",
+            r"  \end{tabular}",
+            r"\end{table}",
+        ]
+    )
+
+
+def _latex_cell(text: str) -> str:
+    # Cells carry their own math ($\pm$); only the free text around it needs escaping.
+    return text.replace("—", "---").replace("%", r"\%")
+
+
+def _write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+
+
+def write_metrics_csv(metrics: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write the per-image table (atomically)."""
+    with atomic_path(path) as tmp:
+        metrics.to_csv(tmp, index=False)
+
+
+def write_summary_csv(summary: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write the summary in long form with every number (atomically)."""
+    with atomic_path(path) as tmp:
+        summary.to_csv(tmp, index=False)
+
+
+def write_summary_markdown(summary: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    _write_text(path, summary_markdown(summary))
+
+
+def write_summary_latex(summary: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    _write_text(path, summary_latex(summary))
+
+
+def read_summary_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``psnr_summary.csv`` back with the dtypes ``summarize`` produced."""
+    summary = pd.read_csv(path, dtype={"problem": str, "method": str, "loss": object})
+    summary["shots"] = summary["shots"].astype("Int64")
+    summary["loss"] = summary["loss"].where(summary["loss"].notna(), None)
+    return summary
+
+
+def collect(
+    recovery_paths: Iterable[str | os.PathLike[str]],
+    metrics_csv: str | os.PathLike[str],
+    summary_csv: str | os.PathLike[str],
+    summary_md: str | os.PathLike[str],
+    summary_tex: str | os.PathLike[str],
+) -> pd.DataFrame:
+    """Rule collect_metrics: read every recovery file, write the four tables; return the summary."""
+    metrics = metrics_table(recovery_paths)
+    summary = summarize(metrics)
+    write_metrics_csv(metrics, metrics_csv)
+    write_summary_csv(summary, summary_csv)
+    write_summary_markdown(summary, summary_md)
+    write_summary_latex(summary, summary_tex)
+    n_diverged = int(summary["n_diverged"].sum())
+    log.info(
+        "%d images over %d (problem, method) jobs; %d diverged and left out of the means",
+        len(metrics),
+        len(summary),
+        n_diverged,
+    )
+    if n_diverged:
+        bad = summary.loc[summary["n_diverged"] > 0, ["problem", "method", "n_diverged", "n"]]
+        log.warning("diverged images:\n%s", bad.to_string(index=False))
+    return summary
