@@ -161,7 +161,7 @@ _METHOD_RE = re.compile(r"^lowshot-(?P<loss>l2|mmd)-S(?P<shots>[0-9]+)$")
 
 
 def parse_problem(name: str) -> Problem:
-    """``cs-0.1`` -> Problem('compressed_sensing', 0.1); ``colorization`` -> Problem('colorization')."""
+    """``cs-0.1`` -> Problem('compressed_sensing', 0.1); ``colorization`` likewise."""
     if name == "colorization":
         return Problem("colorization")
     match = _PROBLEM_RE.match(name)
@@ -177,7 +177,8 @@ def parse_method(name: str) -> Method:
     match = _METHOD_RE.match(name)
     if not match:
         raise ValueError(
-            f"unknown method name {name!r}; expected lowshot-<l2|mmd>-S<shots> or one of {BASELINES}"
+            f"unknown method name {name!r}; "
+            f"expected lowshot-<l2|mmd>-S<shots> or one of {BASELINES}"
         )
     return Method("lowshot", match["loss"], int(match["shots"]))
 

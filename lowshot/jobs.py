@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from lowshot import data, methods, metrics, operators, training
@@ -82,7 +81,9 @@ def train_gan_job(
     attrs = {"method": "wgan-gp", "seed": job_seed, "corpus_size": len(images), **_flat(settings)}
     training.save_gan(generator_out, result.generator, attrs)
     _write_csv(pd.DataFrame(result.log), losses_out)
-    _write_png(training.sample_grid(result.generator, 64, derive_seed(seed, "samples")), samples_out)
+    _write_png(
+        training.sample_grid(result.generator, 64, derive_seed(seed, "samples")), samples_out
+    )
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
     Path(checkpoint).unlink(missing_ok=True)
 
@@ -235,4 +236,6 @@ def recover_job(
 
 def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Settings as HDF5-storable attributes (lists become arrays, None stays None)."""
-    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in settings.items()}
+    return {
+        key: (list(value) if isinstance(value, tuple) else value) for key, value in settings.items()
+    }

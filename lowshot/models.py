@@ -17,6 +17,8 @@ Batch norm has three modes (``Generator.norm``):
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,7 +62,7 @@ class Generator(nn.Module):
             GeneratorNorm(channels[0]),
             nn.ReLU(inplace=True),
         ]
-        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+        for c_in, c_out in itertools.pairwise(channels):
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
                 GeneratorNorm(c_out),
@@ -100,7 +102,7 @@ class Critic(nn.Module):
         super().__init__()
         channels = [width, width * 2, width * 4, width * 8]
         layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+        for c_in, c_out in itertools.pairwise(channels):
             layers += [
                 nn.Conv2d(c_in, c_out, 4, 2, 1),
                 nn.GroupNorm(1, c_out),
@@ -130,7 +132,9 @@ def init_dcgan_weights(module: nn.Module, generator: torch.Generator | None = No
                 sub.bias.zero_()
 
 
-def make_generator(latent_dim: int = 128, seed_generator: torch.Generator | None = None) -> Generator:
+def make_generator(
+    latent_dim: int = 128, seed_generator: torch.Generator | None = None
+) -> Generator:
     """A DCGAN-initialised generator on the CPU (move it with ``.to(device)``)."""
     generator = Generator(latent_dim)
     init_dcgan_weights(generator, seed_generator)

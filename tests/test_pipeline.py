@@ -150,7 +150,7 @@ def test_second_run_has_nothing_to_do(pipeline):
 
 
 def test_deleting_one_recovery_reruns_that_job_and_the_aggregation(pipeline):
-    workdir, config = pipeline
+    workdir, _ = pipeline
     target = workdir / "results" / "recovery" / "cs-0.05" / "untrained" / "shard0.h5"
     saved = target.read_bytes()
     target.unlink()
