@@ -1,0 +1,24 @@
+"""`.ci/slurm` skips the live-Slurm test, with the reason, where it cannot run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ci_slurm_skips_when_not_root() -> None:
+    command = ["bash", str(ROOT / ".ci" / "slurm")]
+    if os.geteuid() == 0:
+        # Drop to nobody: the script must then skip, not try to install anything.
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to run the check as non-root"
+        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    result = subprocess.run(
+        command, cwd="/", capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("live Slurm test skipped: not root"), result.stdout

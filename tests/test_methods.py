@@ -1,0 +1,307 @@
+"""Recovery methods: z-only recovery accuracy, batch = one by one, independence, divergence.
+
+Small DCGAN generators (width 8 or 16 instead of 64) keep the tests fast; the methods do
+not depend on the width. The pre-trained stand-in gets realistic stored batch-norm
+statistics by one pass in training mode over random codes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lowshot.config import load_config
+from lowshot.methods import (
+    METHOD_KINDS,
+    RecoveryResult,
+    best_restart,
+    method_settings,
+    optimise_latent,
+    recover,
+    resolve_settings,
+    sample_prior,
+    standard_normal,
+)
+from lowshot.models import Generator, init_dcgan_weights
+from lowshot.operators import GaussianCS, Operator
+from lowshot.seeds import derive_seed
+
+LATENT = 128
+PROBLEM = "cs-0.05"
+FAST: dict[str, dict[str, Any]] = {
+    "lowshot": {"z_steps": 4, "z_lr": 5e-2, "joint_steps": 3, "joint_lr": 1e-3},
+    "untrained": {"steps": 4, "lr": 1e-3},
+    "csgm": {"steps": 4, "lr": 5e-2, "restarts": 2},
+    "iagan": {
+        "joint_steps": 3,
+        "joint_lr": 1e-3,
+        "csgm": {"steps": 4, "lr": 5e-2, "restarts": 2},
+    },
+}
+TOTAL_STEPS = {"lowshot": 7, "untrained": 4, "csgm": 4, "iagan": 7}
+
+
+def small_generator(seed: int, width: int = 8) -> Generator:
+    generator = Generator(LATENT, width=width)
+    init_dcgan_weights(generator, torch.Generator().manual_seed(seed))
+    return generator
+
+
+def calibrated(generator: Generator, seed: int = 0) -> Generator:
+    """Stored-mode generator whose running statistics are those of 64 random codes."""
+    for module in generator.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: one pass gives the batch statistics
+    generator.norm = "batch"
+    generator.train()
+    with torch.no_grad():
+        generator(standard_normal([derive_seed(seed, "calibrate", i) for i in range(64)], LATENT))
+    generator.norm = "stored"
+    return generator.eval()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [-1, 1], computed on [0, 1]."""
+    mse = ((a - b) / 2).clamp(-1, 1).square().flatten(1).mean(dim=1)
+    return 10 * torch.log10(1 / mse)
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> Generator:
+    return calibrated(small_generator(seed=1))
+
+
+@pytest.fixture(scope="module")
+def prior() -> tuple[torch.Tensor, torch.Tensor]:
+    """A shrunk Gaussian fitted to 10 codes: singular sample covariance + 0.1 * I."""
+    codes = standard_normal(range(10), LATENT) * 0.5 + 0.3
+    centred = codes - codes.mean(0)
+    covariance = 0.9 * centred.T @ centred / 9 + 0.1 * torch.eye(LATENT)
+    return codes.mean(0), covariance
+
+
+@pytest.fixture(scope="module")
+def operator() -> Operator:
+    return GaussianCS(0.05, seed=derive_seed(0, "operator", PROBLEM))
+
+
+@pytest.fixture(scope="module")
+def measurements(pretrained: Generator, operator: Operator) -> torch.Tensor:
+    """y (4, m) of four images in the range of the pre-trained stand-in."""
+    with torch.no_grad():
+        x = pretrained(standard_normal([101, 102, 103, 104], LATENT))
+    return operator.measure(x, [0, 1, 2, 3])
+
+
+def image_seeds(method: str, ids: list[int]) -> list[int]:
+    return [derive_seed(0, method, PROBLEM, i) for i in ids]
+
+
+def run(
+    method: str,
+    operator: Operator,
+    y: torch.Tensor,
+    ids: list[int],
+    pretrained: Generator,
+    prior: tuple[torch.Tensor, torch.Tensor],
+    **overrides: Any,
+) -> RecoveryResult:
+    settings = overrides.pop("settings", FAST[method])
+    # untrained: the small generator gives only the architecture, re-initialised per image.
+    return recover(
+        method,
+        operator,
+        y[ids],
+        seeds=image_seeds(method, ids),
+        settings=settings,
+        generator=small_generator(seed=5) if method == "untrained" else pretrained,
+        prior=prior if method == "lowshot" else None,
+        progress=False,
+        **overrides,
+    )
+
+
+def assert_same_images(a: RecoveryResult, b: RecoveryResult) -> None:
+    torch.testing.assert_close(a.images, b.images, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.measurement_loss, b.measurement_loss, rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(a.iterations, b.iterations)
+    np.testing.assert_array_equal(a.restarts, b.restarts)
+    np.testing.assert_array_equal(a.diverged, b.diverged)
+
+
+def test_latent_recovery_reaches_35_db_at_ratio_0_1() -> None:
+    # A fixed random DCGAN (width 16) that normalises each image by its own statistics,
+    # its last layer scaled so that images spread like faces (std ~0.45 in [-1, 1]): two
+    # unrelated outputs are ~13 dB apart, so 35 dB means the code was found.
+    generator = small_generator(seed=1, width=16)
+    generator.norm = "per_image"
+    generator.requires_grad_(False)
+    with torch.no_grad():
+        codes = standard_normal(range(100, 116), LATENT).reshape(16, LATENT, 1, 1)
+        generator.net[-2].weight *= 0.6 / generator.net[:-1](codes).std()
+    operator = GaussianCS(0.1, seed=3)
+    with torch.no_grad():
+        truth = generator(standard_normal([11, 12], LATENT))
+        start = standard_normal([21, 22], LATENT)
+        initial = psnr(generator(start), truth)
+    y = operator.forward(truth)
+    result = optimise_latent(generator, operator, y, start, steps=150, lr=0.1, progress=False)
+    assert (initial < 20).all()
+    assert (psnr(result.images, truth) > 35).all()
+    assert not result.diverged.any()
+    assert (result.iterations == 150).all()
+
+
+@pytest.mark.parametrize("method", METHOD_KINDS)
+def test_batch_equals_one_by_one(
+    method: str,
+    operator: Operator,
+    measurements: torch.Tensor,
+    pretrained: Generator,
+    prior: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    batch = run(method, operator, measurements, [0, 1, 2], pretrained, prior)
+    alone = RecoveryResult.concat(
+        [run(method, operator, measurements, [i], pretrained, prior) for i in range(3)]
+    )
+    assert_same_images(batch, alone)
+    assert batch.images.shape == (3, 3, 64, 64)
+    assert batch.images.abs().max() <= 1
+    assert not batch.diverged.any()
+    assert (batch.iterations == TOTAL_STEPS[method]).all()
+    expected_restarts = 2 if method in ("csgm", "iagan") else 1
+    assert (batch.restarts == expected_restarts).all()
+    # The images were really optimised: the three results differ from each other.
+    assert not torch.allclose(batch.images[0], batch.images[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["lowshot", "untrained"])
+def test_result_does_not_depend_on_batch_mates(
+    method: str,
+    operator: Operator,
+    measurements: torch.Tensor,
+    pretrained: Generator,
+    prior: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    first = run(method, operator, measurements, [0, 1, 2], pretrained, prior)
+    second = run(method, operator, measurements, [2, 3, 0], pretrained, prior, max_batch=2)
+    torch.testing.assert_close(first.images[0], second.images[2], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first.images[2], second.images[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(first.images[1], second.images[1], atol=1e-3)
+
+
+def test_seed_determines_the_result(
+    operator: Operator, measurements: torch.Tensor, pretrained: Generator
+) -> None:
+    def once(seed: int) -> torch.Tensor:
+        return recover(
+            "csgm",
+            operator,
+            measurements[:1],
+            seeds=[seed],
+            settings={"steps": 2, "restarts": 1},
+            generator=pretrained,
+            progress=False,
+        ).images
+
+    assert torch.equal(once(5), once(5))
+    assert not torch.allclose(once(5), once(6), atol=1e-3)
+
+
+def test_untrained_builds_the_paper_dcgan_per_image(operator: Operator) -> None:
+    y = torch.randn(1, operator.m, generator=torch.Generator().manual_seed(0))
+
+    def once(seed: int) -> RecoveryResult:
+        return recover(
+            "untrained", operator, y, seeds=[seed], settings={"steps": 1}, progress=False
+        )
+
+    first, again, other = once(1), once(1), once(2)
+    assert torch.equal(first.images, again.images)
+    assert not torch.allclose(first.images, other.images, atol=1e-4)
+    assert torch.isfinite(first.images).all()
+    assert first.iterations.tolist() == [1] and first.restarts.tolist() == [1]
+
+
+def test_nan_measurement_is_flagged_and_isolated(
+    operator: Operator,
+    measurements: torch.Tensor,
+    pretrained: Generator,
+    prior: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    y = measurements.clone()
+    y[1, 0] = math.nan
+    poisoned = run("lowshot", operator, y, [0, 1, 2], pretrained, prior)
+    clean = run("lowshot", operator, measurements, [0, 2], pretrained, prior)
+    assert poisoned.diverged.tolist() == [False, True, False]
+    assert torch.isnan(poisoned.images[1]).all()
+    assert np.isnan(poisoned.measurement_loss[1])
+    assert poisoned.iterations[1] == 0
+    torch.testing.assert_close(poisoned.images[[0, 2]], clean.images, rtol=1e-4, atol=1e-4)
+
+
+def test_absurd_learning_rate_diverges_and_keeps_last_finite_iterate(
+    operator: Operator,
+    measurements: torch.Tensor,
+    pretrained: Generator,
+    prior: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    settings = {**FAST["lowshot"], "joint_lr": 1e30}
+    result = run("lowshot", operator, measurements, [0, 1], pretrained, prior, settings=settings)
+    assert result.diverged.all()
+    # The z stage (4 steps) was fine; the first joint update overflowed theta.
+    assert result.iterations.tolist() == [5, 5]
+    assert torch.isfinite(result.images).all()
+    assert np.isfinite(result.measurement_loss).all()
+
+
+def test_best_restart_prefers_finite_then_lowest() -> None:
+    # Two restarts of three images, ordered r * N + i.
+    loss = torch.tensor([1.0, 5.0, math.nan, 0.5, 1.0, 3.0])
+    diverged = torch.tensor([False, False, True, True, False, True])
+    # image 0: restart 1 is lower but diverged; image 2: both diverged, NaN never wins.
+    assert best_restart(loss, diverged, restarts=2).tolist() == [0, 1, 1]
+
+
+def test_prior_samples_follow_the_gaussian(prior: tuple[torch.Tensor, torch.Tensor]) -> None:
+    mean, covariance = prior
+    samples = sample_prior(prior, range(4000)).double()
+    assert samples.shape == (4000, LATENT)
+    torch.testing.assert_close(sample_prior(prior, [7, 8])[1], sample_prior(prior, [8])[0])
+    assert (samples.mean(0) - mean.double()).abs().max() < 0.1
+    empirical = torch.cov(samples.T)
+    assert (empirical - covariance.double()).abs().max() < 0.1
+    # A singular covariance (rank one) falls back to the eigen-decomposition.
+    direction = torch.zeros(LATENT)
+    direction[0] = 1.0
+    singular = sample_prior((torch.zeros(LATENT), torch.outer(direction, direction)), [1, 2])
+    assert torch.isfinite(singular).all()
+    assert singular[:, 1:].abs().max() < 1e-3 and singular[:, 0].abs().min() > 0
+
+
+def test_settings_from_config_and_defaults() -> None:
+    config = load_config("configs/test.yaml")
+    iagan = method_settings(config, "iagan")
+    assert iagan["joint_steps"] == config["recover"]["iagan"]["joint_steps"]
+    assert iagan["csgm"]["restarts"] == config["recover"]["csgm"]["restarts"]
+    assert method_settings(config, "untrained")["lr"] == config["recover"]["untrained"]["lr"]
+    assert resolve_settings("lowshot", {"z_steps": 3})["joint_steps"] == 350
+    with pytest.raises(ValueError, match="unknown keys"):
+        resolve_settings("csgm", {"step": 3})
+    with pytest.raises(ValueError, match="unknown method"):
+        resolve_settings("gan", {})
+
+
+def test_missing_inputs_are_errors(operator: Operator, measurements: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="pre-trained generator"):
+        recover("csgm", operator, measurements, seeds=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="prior"):
+        recover("lowshot", operator, measurements, seeds=[0, 1, 2, 3], generator=nn.Identity())
+    with pytest.raises(ValueError, match="seeds"):
+        recover("untrained", operator, measurements, seeds=[0])
