@@ -163,7 +163,9 @@ def test_sample_gaussian_is_seeded_and_has_the_right_moments() -> None:
     assert torch.allclose(draws.mean(0), mean, atol=0.05)
     assert torch.allclose(torch.cov(draws.T), covariance, atol=0.05)
     first = sample_gaussian(mean, covariance, 2, torch.Generator().manual_seed(1))
-    assert torch.equal(first, sample_gaussian(mean, covariance, 2, torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        first, sample_gaussian(mean, covariance, 2, torch.Generator().manual_seed(1))
+    )
     other = sample_gaussian(mean, covariance, 2, torch.Generator().manual_seed(2))
     assert not torch.equal(first, other)
 
