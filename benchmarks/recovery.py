@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from lowshot.operators import GaussianCS, Operator
 from lowshot.seeds import derive_seed
 
 LATENT = 128
+log = logging.getLogger("benchmarks.recovery")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,12 +125,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "joint_loop": joint_loop,
         "joint_batch": joint_batch,
     }
-    for run in runs.values():  # warm-up: allocator, kernels, autotuning
-        run()
+    for name, run in runs.items():  # warm-up: allocator, kernels, autotuning
+        log.info("warm-up %s: %.2f s", name, timed(run, device))
     seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
         for name, run in runs.items():
             seconds[name].append(timed(run, device))
+            log.info("repeat %d %s: %.2f s", repeat, name, seconds[name][-1])
     rate = {name: n * steps / statistics.median(times) for name, times in seconds.items()}
     figures: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -151,4 +154,5 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     main()

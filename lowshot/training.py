@@ -33,8 +33,9 @@ finishes, ``calibrate_batch_norm`` replaces them with the exact pooled statistic
 (mean and biased variance) of the final network's layer inputs:
 - low-shot: of the one full batch of the S fitted codes, so that G(z_i) in mode
   ``"stored"`` equals the fitted G(z_i) of training mode (up to rounding);
-- WGAN-GP: of ``GAN_CALIBRATION_SAMPLES`` fresh N(0, I) codes (in batches of
-  ``GAN_CALIBRATION_BATCH``), the population statistics the generator's batches estimate.
+- WGAN-GP: of ``calibration_samples`` (default ``GAN_CALIBRATION_SAMPLES``) fresh
+  N(0, I) codes (in batches of ``GAN_CALIBRATION_BATCH``), the population statistics
+  that the generator's training batches estimate.
 The returned generators are on the CPU, in eval mode with ``norm = "stored"``.
 """
 
@@ -284,6 +285,7 @@ def train_wgan_gp(
     progress: bool = True,
     stop_after: int | None = None,
     width: int = 64,
+    calibration_samples: int = GAN_CALIBRATION_SAMPLES,
 ) -> GanResult:
     """Train the DCGAN generator against the WGAN-GP critic (Gulrajani et al. 2017).
 
@@ -295,7 +297,9 @@ def train_wgan_gp(
     gradient penalty's interpolation weights come from a third seeded generator. Adam
     with ``lr`` and ``betas`` for both networks. ``precision="bf16"`` autocasts the
     forward passes on CUDA. ``width`` is the networks' base width (64: the paper's DCGAN;
-    smaller only for tests). Checkpointing, resuming and ``stop_after``: module docstring.
+    smaller only for tests). After the last step the generator's BN statistics are
+    calibrated on ``calibration_samples`` fresh codes (module docstring).
+    Checkpointing, resuming and ``stop_after``: module docstring.
     """
     dev = _device(device)
     images = _as_images(images)
@@ -401,13 +405,10 @@ def train_wgan_gp(
     bar.close()
 
     calibration = _rng(seed, stage, "bn-calibration")
-    n_batches = math.ceil(GAN_CALIBRATION_SAMPLES / GAN_CALIBRATION_BATCH)
+    full, rest = divmod(calibration_samples, GAN_CALIBRATION_BATCH)
+    sizes = [GAN_CALIBRATION_BATCH] * full + ([rest] if rest else [])
     calibrate_batch_norm(
-        generator,
-        (
-            torch.randn(GAN_CALIBRATION_BATCH, latent_dim, generator=calibration)
-            for _ in range(n_batches)
-        ),
+        generator, (torch.randn(size, latent_dim, generator=calibration) for size in sizes)
     )
     return GanResult(_finish_generator(generator), critic.cpu().eval(), rows, start, step, True)
 

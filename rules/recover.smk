@@ -30,6 +30,8 @@ rule recover:
         problem="|".join(map(re.escape, PROBLEMS)),
         method="|".join(map(re.escape, METHODS)),
         shard=r"\d+",
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,

@@ -58,6 +58,8 @@ rule collect_metrics:
         f"{RESULTS}/logs/collect_metrics/collect_metrics.log",
     benchmark:
         f"{RESULTS}/benchmarks/collect_metrics/collect_metrics.tsv"
+    conda:
+        "../envs/plots.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -83,6 +85,8 @@ if FIGURE1_ENABLED:
             f"{RESULTS}/logs/figure1/figure1.log",
         benchmark:
             f"{RESULTS}/benchmarks/figure1/figure1.tsv"
+        conda:
+            "../envs/plots.yaml"
         threads: 1
         resources:
             mem_mb=2000,
@@ -110,6 +114,8 @@ if FIGURE2_ENABLED:
             f"{RESULTS}/logs/figure2/figure2.log",
         benchmark:
             f"{RESULTS}/benchmarks/figure2/figure2.tsv"
+        conda:
+            "../envs/plots.yaml"
         threads: 1
         resources:
             mem_mb=2000,

@@ -28,6 +28,8 @@ rule train_gan:
         f"{RESULTS}/logs/train_gan/train_gan.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_gan/train_gan.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
@@ -57,6 +59,8 @@ rule pretrain_lowshot:
     wildcard_constraints:
         loss="l2|mmd",
         shots=r"\d+",
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
