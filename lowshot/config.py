@@ -13,10 +13,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 BASELINES = ("untrained", "csgm", "iagan")
@@ -39,12 +41,23 @@ def _fill_defaults(schema: dict[str, Any], config: dict[str, Any]) -> None:
             _fill_defaults(sub, config[key])
 
 
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The defaults the schema gives one top-level ``section`` (e.g. ``recover``)."""
+    schema = load_schema()["properties"][section]
+    defaults: dict[str, Any] = {}
+    _fill_defaults(schema, defaults)
+    return defaults
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``config`` validated against the schema, defaults filled in.
 
     Raises ``ConfigError`` naming the offending key (e.g. ``problems.compressed_sensing.
     ratios[0]``) for schema violations and for the cross-key checks of ``check_config``.
     """
+    # Imported here: operators and methods use this module's names without validating.
+    import jsonschema
+
     config = copy.deepcopy(config)
     schema = load_schema()
     _fill_defaults(schema, config)
@@ -237,9 +250,10 @@ def shard_positions(config: dict[str, Any], shard: int) -> tuple[int, int]:
 
 
 def method_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """The ``recover.<kind>`` settings of a method name, as ``lowshot.methods.recover`` takes
-    them; IAGAN's include its first stage's under ``csgm``."""
-    kind = parse_method(method).kind
+    """The ``recover.<kind>`` settings of a method name (or kind), as
+    ``lowshot.methods.recover`` takes them; IAGAN's include its first stage's under
+    ``csgm``. ``config`` needs only its ``recover`` section."""
+    kind = method if method in (*BASELINES, "lowshot") else parse_method(method).kind
     recover = config["recover"]
     settings = dict(recover[kind])
     if kind == "iagan":

@@ -25,6 +25,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def prepare_device(name: str = "auto", threads: int | None = None) -> torch.device:
+    """Resolve ``name`` (``resolve_device``), cap torch's CPU threads, log the device.
+
+    ``threads``: the CPUs the job was given (a rule's ``threads``). torch otherwise starts
+    one thread per core of the whole node, and jobs sharing a node (or a Slurm allocation
+    of a few cores on a large node) then fight over cores, which slows CPU runs manyfold.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, not {threads}")
+        torch.set_num_threads(threads)
+    device = resolve_device(name)
+    log_device(device)
+    return device
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str = "fp32") -> Iterator[None]:
     """bf16 autocast on CUDA when ``precision == 'bf16'``; plain fp32 otherwise."""

@@ -13,7 +13,7 @@ Generator file (``results/models/gan/generator.h5``,
     ``prior/covariance``    (latent, latent) float32, shrunk covariance (low-shot only)
     attrs: free-form provenance (loss, shots, iterations, seed, ...)
 
-Recovery file (``results/recovery/{problem}/{method}.h5``): see ``RECOVERY_FIELDS``.
+Recovery file (``results/recovery/{problem}/{method}/shard{k}.h5``): see ``RECOVERY_FIELDS``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from PIL import Image
 
 from lowshot import data, methods, metrics, operators, training
 from lowshot.config import parse_method, parse_problem
-from lowshot.devices import log_device, peak_memory_mb, resolve_device
+from lowshot.devices import peak_memory_mb, prepare_device
 from lowshot.io import write_recovery
 from lowshot.seeds import derive_seed
 
@@ -56,14 +56,14 @@ def train_gan_job(
     seed: int,
     device: str,
     precision: str,
+    threads: int | None = None,
 ) -> None:
     """WGAN-GP on the GAN corpus of ``splits_h5``; writes generator, loss CSV, sample grid.
 
     ``settings`` is the config's ``gan`` section. Training resumes from ``checkpoint`` when
     it exists (a preempted job); the checkpoint is removed once the outputs are written.
     """
-    torch_device = resolve_device(device)
-    log_device(torch_device)
+    torch_device = prepare_device(device, threads)
     split = data.load_split(splits_h5)
     # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
     images = data.load_uint8(images_h5, split.gan_corpus)
@@ -102,14 +102,14 @@ def pretrain_lowshot_job(
     seed: int,
     device: str,
     precision: str,
+    threads: int | None = None,
 ) -> None:
     """Low-shot pre-training (eq. 1) on the S-shot subset; writes model HDF5 and loss CSV.
 
     ``settings`` holds the config's ``lowshot`` keys iterations, lr, mmd_bandwidth,
     covariance_shrinkage, checkpoint_every and log_every.
     """
-    torch_device = resolve_device(device)
-    log_device(torch_device)
+    torch_device = prepare_device(device, threads)
     split = data.load_split(splits_h5)
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
@@ -147,6 +147,7 @@ def recover_job(
     seed: int,
     device: str,
     precision: str,
+    threads: int | None = None,
 ) -> None:
     """Recover the test images at ``positions`` (start, stop) of the split; write the results.
 
@@ -154,8 +155,7 @@ def recover_job(
     A; measurement noise from (seed, problem, image id), so every method sees the same y;
     the method's own draws from (seed, method, problem, image id).
     """
-    torch_device = resolve_device(device)
-    log_device(torch_device)
+    torch_device = prepare_device(device, threads)
     the_problem = parse_problem(problem)
     the_method = parse_method(method)
     split = data.load_split(splits_h5)

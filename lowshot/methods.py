@@ -65,6 +65,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from lowshot.config import method_settings, schema_defaults
 from lowshot.devices import autocast
 from lowshot.models import init_dcgan_weights, make_generator
 from lowshot.operators import Operator
@@ -74,12 +75,9 @@ log = logging.getLogger(__name__)
 
 METHOD_KINDS = ("lowshot", "untrained", "csgm", "iagan")
 
-_CSGM_DEFAULTS: dict[str, Any] = {"steps": 1600, "lr": 5.0e-2, "restarts": 3}
+# One source of defaults: the config schema's ``recover`` section.
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
-    "lowshot": {"z_steps": 1250, "z_lr": 5.0e-2, "joint_steps": 350, "joint_lr": 1.0e-4},
-    "untrained": {"steps": 3000, "lr": 1.0e-3},
-    "csgm": dict(_CSGM_DEFAULTS),
-    "iagan": {"joint_steps": 350, "joint_lr": 1.0e-4, "csgm": dict(_CSGM_DEFAULTS)},
+    kind: method_settings({"recover": schema_defaults("recover")}, kind) for kind in METHOD_KINDS
 }
 
 # Steps between refreshes of the progress bar's loss (each one synchronises the device).
@@ -145,20 +143,6 @@ class StageResult:
             self.iterations[index],
             self.diverged[index],
         )
-
-
-def method_settings(config: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """The ``settings`` of ``recover`` for method ``kind`` from a validated config.
-
-    lowshot: recover.lowshot {z_steps, z_lr, joint_steps, joint_lr}; untrained:
-    recover.untrained {steps, lr}; csgm: recover.csgm {steps, lr, restarts}; iagan:
-    recover.iagan {joint_steps, joint_lr} plus ``csgm``: recover.csgm for its first stage.
-    """
-    recover_config = config["recover"]
-    settings = dict(recover_config[kind])
-    if kind == "iagan":
-        settings["csgm"] = dict(recover_config["csgm"])
-    return resolve_settings(kind, settings)
 
 
 def resolve_settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -387,7 +371,7 @@ def recover(
     method: ``lowshot``, ``untrained``, ``csgm`` or ``iagan`` (``Method.kind``).
     operator: the problem's operator, on ``device``.
     seeds: one per image, from (config seed, method name, problem name, image id).
-    settings: the method's settings (``method_settings``; missing keys take
+    settings: the method's settings (``lowshot.config.method_settings``; missing keys take
         ``DEFAULT_SETTINGS``).
     generator: the pre-trained generator (lowshot: the low-shot model, csgm/iagan: the
         WGAN-GP generator); untrained: None for the paper's DCGAN (``make_generator``),

@@ -18,4 +18,5 @@ pretrain_lowshot_job(
     seed=params.seed,
     device=params.device,
     precision=params.precision,
+    threads=snakemake.threads,
 )

@@ -19,4 +19,5 @@ recover_job(
     seed=params.seed,
     device=params.device,
     precision=params.precision,
+    threads=snakemake.threads,
 )

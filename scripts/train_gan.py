@@ -17,4 +17,5 @@ train_gan_job(
     seed=params.seed,
     device=params.device,
     precision=params.precision,
+    threads=snakemake.threads,
 )

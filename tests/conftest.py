@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,32 @@ def shared_celeba() -> Path:
             "(../shared/data/celeba beside the repository); see README.md"
         )
     return SHARED_CELEBA
+
+
+WORKFLOW_FILES = (
+    "Snakefile",
+    "config.yaml",
+    "rules",
+    "scripts",
+    "schemas",
+    "configs",
+    "envs",
+    "report",
+    "profiles",
+)
+
+
+def copy_workflow(destination: Path) -> Path:
+    """Copy every file Snakemake reads (rules, scripts, envs, …) into ``destination``.
+
+    A workflow copy that lacks one of them fails late, when Snakemake records a job's
+    metadata, so the list lives here once for every test that runs the workflow.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, symlinks=True)
+        else:
+            shutil.copy2(source, destination / name)
+    return destination

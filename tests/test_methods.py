@@ -15,12 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from lowshot.config import load_config
+from lowshot.config import load_config, method_settings
 from lowshot.methods import (
     METHOD_KINDS,
     RecoveryResult,
     best_restart,
-    method_settings,
     optimise_latent,
     recover,
     resolve_settings,

@@ -7,7 +7,6 @@ workflow reacts to deletions and config changes (through dry-run job counts).
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import copy_workflow
 from PIL import Image
 
 from lowshot.config import load_config, method_names, problem_names
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "schemas", "config.yaml", "configs", "report"]
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +52,7 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 
 
 def make_workdir(path: Path, shared_celeba: Path, **changes) -> Path:
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, path / name)
-        else:
-            shutil.copy(source, path / name)
+    copy_workflow(path)
     config = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
     config["data"].update(
         source=str(shared_celeba / "celeba-test-faces-64.zip"),

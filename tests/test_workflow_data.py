@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import h5py
 import pytest
 import yaml
+from conftest import copy_workflow
 
 from lowshot import data
 
@@ -35,11 +35,7 @@ def snakemake(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProc
 @pytest.fixture
 def workflow_copy(shared_celeba: Path, tmp_path: Path) -> Path:
     """The workflow copied into ``tmp_path`` with a small config on the shared test faces."""
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy2(REPO / name, tmp_path / name)
-    for name in ("rules", "scripts", "schemas", "configs", "envs", "report"):
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, tmp_path / name)
+    copy_workflow(tmp_path)
     config = yaml.safe_load((REPO / "configs/test.yaml").read_text())
     config["data"] = {
         "source": str(shared_celeba / "celeba-test-faces-64.zip"),

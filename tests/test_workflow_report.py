@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import copy_workflow
 from PIL import Image
 
 from lowshot import plots, summary
@@ -35,7 +35,6 @@ from lowshot.io import write_recovery
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "schemas", "configs", "report")
 REPORT_RULES = ("collect_metrics", "figure1", "figure2")
 TARGETS = (
     "results/tables/metrics.csv",
@@ -142,14 +141,8 @@ def write_recoveries(results: Path, config: dict, test_ids: list[str]) -> None:
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> tuple[Path, dict]:
     """A copy of the workflow with the test config (3 test images, 2 ratios, colorization,
-    shots 5 and 10, both losses, every baseline) and its recovery files already written."""
-    workdir = tmp_path_factory.mktemp("report")
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name)
-        else:
-            shutil.copy2(source, workdir / name)
+    the 10-shot models of both losses, every baseline) and its recovery files already written."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("report"))
     config = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
     # The data rules check at parse time that the source exists; nothing reads it here.
     (workdir / "faces").mkdir()
@@ -238,3 +231,18 @@ def test_summary_command_prints_the_outputs_and_the_table(built):
         assert str(workdir / target) in text
     assert "| 10-shot (MMD) |" in text
     assert summary.main([str(workdir / "nowhere")]) == 1
+
+
+def test_every_report_caption_exists() -> None:
+    """Snakemake reads captions only when it builds the report: check them all here."""
+    captions = {
+        REPO / "Snakefile": re.findall(
+            r'^report:\s*"([^"]+)"', (REPO / "Snakefile").read_text(), re.M
+        )
+    }
+    for rules_file in sorted((REPO / "rules").glob("*.smk")):
+        captions[rules_file] = re.findall(r'caption="([^"]+)"', rules_file.read_text())
+    assert sum(len(names) for names in captions.values()) >= 5
+    for rules_file, names in captions.items():
+        for name in names:
+            assert (rules_file.parent / name).is_file(), f"{rules_file.name}: no caption {name}"

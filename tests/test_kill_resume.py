@@ -1,0 +1,161 @@
+"""The training jobs survive a real kill: SIGKILL mid-run, rerun, same result.
+
+Each training job (``train_gan_job``, ``pretrain_lowshot_job``, what the rules
+``train_gan`` and ``pretrain_lowshot`` run) is started in a child process with an
+iteration count it cannot finish, and killed with SIGKILL once it has written a
+checkpoint, as Slurm preemption or a node failure would. The rerun (Snakemake's
+``--rerun-incomplete``) then runs the same job with the iteration count of a reference
+run: it must log that it resumed from the checkpoint's step, not from step 0, and its
+outputs must equal those of the uninterrupted reference run bit for bit (CPU, same seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lowshot import data, jobs
+
+pytestmark = pytest.mark.slow
+
+NARROW = {"width": 8}  # narrow networks: seconds per run, same code paths
+GAN_SETTINGS = {
+    **NARROW,
+    "batch_size": 4,
+    "critic_steps": 2,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "calibration_samples": 16,
+    "progress": False,
+}
+LOWSHOT_SETTINGS = {**NARROW, "checkpoint_every": 2, "log_every": 1, "progress": False}
+NEVER_ENDS = 10**9  # iterations of the run that gets killed
+KILL_TIMEOUT_S = 900
+
+
+@pytest.fixture(scope="module")
+def store(shared_celeba: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 40-face image store and its split (3 test images, shots 5, GAN corpus 30)."""
+    folder = tmp_path_factory.mktemp("store")
+    images, splits = folder / "images.h5", folder / "splits.h5"
+    data.extract_images(
+        shared_celeba / "celeba-test-faces-64.zip", images, max_images=40, progress=False
+    )
+    data.split_data(images, splits, n_test=3, shots=[5], gan_corpus_size=30, seed=0)
+    return {"images": images, "splits": splits}
+
+
+def job_arguments(kind: str, store: dict[str, Path], out: Path, iterations: int) -> dict:
+    """Keyword arguments of the job function ``kind`` writing into ``out``."""
+    common = {"latent_dim": 128, "seed": 3, "device": "cpu", "precision": "fp32", "threads": 1}
+    if kind == "train_gan_job":
+        return {
+            **common,
+            "generator_out": str(out / "generator.h5"),
+            "losses_out": str(out / "losses.csv"),
+            "samples_out": str(out / "samples.png"),
+            "checkpoint": str(out / "checkpoint.pt"),
+            "settings": {**GAN_SETTINGS, "iterations": iterations},
+        }
+    return {
+        **common,
+        "loss": "mmd",
+        "shots": 5,
+        "model_out": str(out / "model.h5"),
+        "losses_out": str(out / "losses.csv"),
+        "checkpoint": str(out / "checkpoint.pt"),
+        "settings": {**LOWSHOT_SETTINGS, "iterations": iterations},
+    }
+
+
+def start_job(kind: str, store: dict[str, Path], out: Path, iterations: int) -> subprocess.Popen:
+    """Run ``lowshot.jobs.<kind>`` in a child process that logs to ``out / 'job.log'``."""
+    out.mkdir(exist_ok=True)
+    arguments = json.dumps(job_arguments(kind, store, out, iterations))
+    program = (
+        "import json, sys\n"
+        "from lowshot import jobs\n"
+        "from lowshot.logs import setup_rule_logging\n"
+        f"setup_rule_logging({str(out / 'job.log')!r})\n"
+        f"jobs.{kind}({str(store['images'])!r}, {str(store['splits'])!r},"
+        " **json.loads(sys.argv[1]))\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", program, arguments], cwd=out)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a complete checkpoint file, None while there is none."""
+    if not path.exists():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+
+
+def kill_after_checkpoint(process: subprocess.Popen, checkpoint: Path) -> int:
+    """SIGKILL ``process`` once ``checkpoint`` exists; return the checkpoint's step."""
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    while checkpoint_step(checkpoint) is None:
+        assert process.poll() is None, "the job ended before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within the time limit"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    step = checkpoint_step(checkpoint)
+    assert step is not None and step >= 2
+    return step
+
+
+def h5_contents(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as handle:
+        contents: dict[str, np.ndarray] = {}
+        handle.visititems(
+            lambda name, item: (
+                contents.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return contents
+
+
+@pytest.mark.parametrize(
+    ("kind", "result_file"),
+    [("train_gan_job", "generator.h5"), ("pretrain_lowshot_job", "model.h5")],
+)
+def test_killed_training_resumes_to_the_uninterrupted_result(
+    kind: str, result_file: str, store: dict[str, Path], tmp_path: Path
+) -> None:
+    killed_dir = tmp_path / "killed"
+    step = kill_after_checkpoint(
+        start_job(kind, store, killed_dir, NEVER_ENDS), killed_dir / "checkpoint.pt"
+    )
+    assert not (killed_dir / result_file).exists()
+    iterations = step + 3  # the rerun must train past the checkpoint
+
+    rerun = start_job(kind, store, killed_dir, iterations)
+    assert rerun.wait(timeout=KILL_TIMEOUT_S) == 0
+    log = (killed_dir / "job.log").read_text()
+    assert f"at step {step}" in log and "resuming from checkpoint" in log, log
+    assert not (killed_dir / "checkpoint.pt").exists()  # removed once the outputs exist
+
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    getattr(jobs, kind)(
+        store["images"], store["splits"], **job_arguments(kind, store, reference_dir, iterations)
+    )
+    resumed, reference = (
+        h5_contents(killed_dir / result_file),
+        h5_contents(reference_dir / result_file),
+    )
+    assert resumed.keys() == reference.keys() and resumed
+    for name in reference:
+        np.testing.assert_array_equal(resumed[name], reference[name], err_msg=name)
+    assert (killed_dir / "losses.csv").read_text() == (reference_dir / "losses.csv").read_text()
