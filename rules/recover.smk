@@ -1,22 +1,6 @@
 # Recovery stage: one job per (problem, method, shard of test images).
 
 
-def recover_inputs(wildcards):
-    """Data files, plus the generator the method starts from (none for untrained)."""
-    inputs = {
-        "images": f"{RESULTS}/data/images.h5",
-        "splits": f"{RESULTS}/data/splits.h5",
-    }
-    method = lsconfig.parse_method(wildcards.method)
-    if method.kind == "lowshot":
-        inputs["model"] = (
-            f"{RESULTS}/models/lowshot/{method.loss}_S{method.shots}/model.h5"
-        )
-    elif method.kind in ("csgm", "iagan"):
-        inputs["model"] = f"{RESULTS}/models/gan/generator.h5"
-    return inputs
-
-
 rule recover:
     input:
         unpack(recover_inputs),
