@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
+from recovery import timed  # the sibling benchmark script
 
 from lowshot import data, training
 from lowshot.config import Problem
@@ -54,16 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--joint-steps", type=int, default=350)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def timed(run: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return result, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

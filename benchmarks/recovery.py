@@ -21,6 +21,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -38,6 +39,7 @@ from lowshot.seeds import derive_seed
 
 LATENT = 128
 log = logging.getLogger("benchmarks.recovery")
+T = TypeVar("T")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,12 +59,13 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(run: Callable[[], object], device: torch.device) -> float:
+def timed(run: Callable[[], T], device: torch.device) -> tuple[T, float]:
+    """``run()``'s result and its wall time in seconds, the device's queue drained."""
     synchronise(device)
     start = time.perf_counter()
-    run()
+    result = run()
     synchronise(device)
-    return time.perf_counter() - start
+    return result, time.perf_counter() - start
 
 
 def plain_joint(
@@ -126,11 +129,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "joint_batch": joint_batch,
     }
     for name, run in runs.items():  # warm-up: allocator, kernels, autotuning
-        log.info("warm-up %s: %.2f s", name, timed(run, device))
+        log.info("warm-up %s: %.2f s", name, timed(run, device)[1])
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(args.repeats):
         for name, run in runs.items():
-            seconds[name].append(timed(run, device))
+            seconds[name].append(timed(run, device)[1])
             log.info("repeat %d %s: %.2f s", repeat, name, seconds[name][-1])
     rate = {name: n * steps / statistics.median(times) for name, times in seconds.items()}
     figures: dict[str, object] = {

@@ -16,29 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from lowshot import data, methods, metrics, operators, training
 from lowshot.config import parse_method, parse_problem
 from lowshot.devices import peak_memory_mb, prepare_device
-from lowshot.io import write_recovery
+from lowshot.io import atomic_path, write_recovery
 from lowshot.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 
-def _write_csv(frame: pd.DataFrame, path: PathLike) -> None:
-    from lowshot.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
 def _write_png(image: np.ndarray, path: PathLike) -> None:
-    from lowshot.io import atomic_path
-
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
 
@@ -80,7 +70,7 @@ def train_gan_job(
     )
     attrs = {"method": "wgan-gp", "seed": job_seed, "corpus_size": len(images), **_flat(settings)}
     training.save_gan(generator_out, result.generator, attrs)
-    _write_csv(pd.DataFrame(result.log), losses_out)
+    training.write_log_csv(losses_out, result.log)
     _write_png(
         training.sample_grid(result.generator, 64, derive_seed(seed, "samples")), samples_out
     )
@@ -127,7 +117,7 @@ def pretrain_lowshot_job(
     )
     attrs = {"loss": loss, "shots": shots, "seed": job_seed, **_flat(settings)}
     training.save_lowshot(model_out, result, attrs)
-    _write_csv(pd.DataFrame(result.log), losses_out)
+    training.write_log_csv(losses_out, result.log)
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
     Path(checkpoint).unlink(missing_ok=True)
 

@@ -19,12 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
 from lowshot import data, jobs
+from lowshot.io import read_h5
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def store(shared_celeba: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"images": images, "splits": splits}
 
 
-def job_arguments(kind: str, store: dict[str, Path], out: Path, iterations: int) -> dict:
+def job_arguments(kind: str, out: Path, iterations: int) -> dict:
     """Keyword arguments of the job function ``kind`` writing into ``out``."""
     common = {"latent_dim": 128, "seed": 3, "device": "cpu", "precision": "fp32", "threads": 1}
     if kind == "train_gan_job":
@@ -81,7 +81,7 @@ def job_arguments(kind: str, store: dict[str, Path], out: Path, iterations: int)
 def start_job(kind: str, store: dict[str, Path], out: Path, iterations: int) -> subprocess.Popen:
     """Run ``lowshot.jobs.<kind>`` in a child process that logs to ``out / 'job.log'``."""
     out.mkdir(exist_ok=True)
-    arguments = json.dumps(job_arguments(kind, store, out, iterations))
+    arguments = json.dumps(job_arguments(kind, out, iterations))
     program = (
         "import json, sys\n"
         "from lowshot import jobs\n"
@@ -115,17 +115,6 @@ def kill_after_checkpoint(process: subprocess.Popen, checkpoint: Path) -> int:
     return step
 
 
-def h5_contents(path: Path) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as handle:
-        contents: dict[str, np.ndarray] = {}
-        handle.visititems(
-            lambda name, item: (
-                contents.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
-            )
-        )
-    return contents
-
-
 @pytest.mark.parametrize(
     ("kind", "result_file"),
     [("train_gan_job", "generator.h5"), ("pretrain_lowshot_job", "model.h5")],
@@ -149,12 +138,10 @@ def test_killed_training_resumes_to_the_uninterrupted_result(
     reference_dir = tmp_path / "reference"
     reference_dir.mkdir()
     getattr(jobs, kind)(
-        store["images"], store["splits"], **job_arguments(kind, store, reference_dir, iterations)
+        store["images"], store["splits"], **job_arguments(kind, reference_dir, iterations)
     )
-    resumed, reference = (
-        h5_contents(killed_dir / result_file),
-        h5_contents(reference_dir / result_file),
-    )
+    resumed, _ = read_h5(killed_dir / result_file)
+    reference, _ = read_h5(reference_dir / result_file)
     assert resumed.keys() == reference.keys() and resumed
     for name in reference:
         np.testing.assert_array_equal(resumed[name], reference[name], err_msg=name)
