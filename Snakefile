@@ -20,7 +20,11 @@ include: "rules/recover.smk"
 include: "rules/report.smk"
 
 
+# The recovery files are targets too, not only inputs of the tables: a deleted one is then
+# recomputed (Snakemake does not rebuild a missing intermediate file whose consumers are
+# up to date), and with it the tables and the figures that read it.
 rule all:
     default_target: True
     input:
         REPORT_TARGETS,
+        RECOVERY_FILES,

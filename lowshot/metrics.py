@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 
 # Identical images have MSE 0 and infinite PSNR; the MSE is floored at 1e-10 instead,
 # so PSNR is at most 100 dB and means over images stay finite.
@@ -52,6 +51,10 @@ def ssim(estimate: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray) 
     (``channel_axis``: the mean SSIM of the channels), ``data_range=1``, scikit-image's
     default 7x7 uniform window.
     """
+    # Imported here: scikit-image pulls in scipy, seconds of start-up that the training
+    # jobs (which only need PSNR) should not pay.
+    from skimage.metrics import structural_similarity
+
     est, ref = _pair(estimate, truth)
     values = [
         structural_similarity(

@@ -41,6 +41,7 @@ The returned generators are on the CPU, in eval mode with ``norm = "stored"``.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import os
@@ -50,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -251,15 +251,18 @@ def _finish_generator(generator: Generator) -> Generator:
     return generator.eval()
 
 
-def log_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
-    """A loss log (list of dicts) as a DataFrame, one row per logged step."""
-    return pd.DataFrame(list(rows))
-
-
 def write_log_csv(path: PathLike, rows: Sequence[Mapping[str, float]]) -> None:
-    """Write a loss log as CSV, atomically."""
-    with atomic_path(path) as tmp:
-        log_frame(rows).to_csv(tmp, index=False)
+    """Write a loss log (one dict per logged step) as CSV, atomically.
+
+    The columns are every key in order of first appearance; a row without a key leaves
+    its cell empty. The csv module, not pandas: training jobs then never import pandas,
+    whose import costs seconds on a small CPU.
+    """
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 # ---------------------------------------------------------------------------------------

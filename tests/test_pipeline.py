@@ -1,16 +1,21 @@
 """End-to-end: configs/test.yaml through Snakemake in a temporary folder.
 
-One module-scoped run builds everything; the tests then check its outputs and how the
-workflow reacts to deletions and config changes (through dry-run job counts).
+One module-scoped run builds everything; the tests then check its outputs (data stage,
+models, recovery files, tables, figures, logs, benchmarks, the HTML report) and how the
+workflow reacts to deletions and config changes (through dry-run job counts). Every
+Snakemake start and every job costs seconds to minutes on a small CPU, so the checks
+share that one run instead of running stages of the workflow again on their own.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,10 +23,12 @@ import yaml
 from conftest import copy_workflow
 from PIL import Image
 
+from lowshot import data, plots, summary
 from lowshot.config import load_config, method_names, problem_names
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TORCH_RULES = ("train_gan", "pretrain_lowshot", "recover")
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +40,7 @@ def run_snakemake(workdir: Path, *args: str) -> str:
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=3000,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
@@ -68,7 +75,10 @@ def make_workdir(path: Path, shared_celeba: Path, **changes) -> Path:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, shared_celeba):
     workdir = make_workdir(tmp_path_factory.mktemp("pipeline"), shared_celeba)
-    run_snakemake(workdir)
+    # One torch thread per job, so two jobs share the two cores: a job spends most of its
+    # time here importing torch, which is single-threaded, and the next job's import then
+    # overlaps this one's work.
+    run_snakemake(workdir, "--set-threads", *(f"{rule}=1" for rule in TORCH_RULES))
     config = load_config(workdir / "pipeline.yaml")
     return workdir, config
 
@@ -97,7 +107,6 @@ def test_every_expected_file_exists(pipeline):
     for problem in problem_names(config):
         for method in method_names(config):
             expected.append(f"recovery/{problem}/{method}/shard0.h5")
-            expected.append(f"../results/logs/recover/{problem}/{method}/shard0.log")
     missing = [name for name in expected if not (results / name).is_file()]
     assert not missing, missing
     assert not list(results.rglob("*.tmp")), "temporary files left behind"
@@ -116,26 +125,70 @@ def test_metrics_table_has_one_row_per_problem_method_image(pipeline):
     assert metrics["psnr"].between(3, 60).all(), metrics["psnr"].describe()
 
 
-def test_figures_are_images_of_the_expected_size(pipeline):
-    from lowshot import plots
+def test_data_stage_extracted_and_split_the_shared_faces(pipeline):
+    workdir, config = pipeline
+    results = workdir / "results"
+    with h5py.File(results / "data" / "images.h5", "r") as handle:
+        assert handle["images"].shape == (config["data"]["max_images"], 64, 64, 3)
+        assert (handle["identity"][()] >= 0).all()
+    split = data.load_split(results / "data" / "splits.h5")
+    assert split.test.size == config["split"]["n_test"]
+    assert split.gan_corpus.size == config["split"]["gan_corpus_size"]
+    # The shared faces hold no training partition: disjoint pools, said in the attributes.
+    assert split.attrs["strategy"] == "disjoint-pools"
+    log = (results / "logs" / "extract_images" / "extract_images.log").read_text()
+    assert f"extracted {config['data']['max_images']} images" in log
 
+
+def test_every_rule_is_logged_and_benchmarked(pipeline):
+    workdir, config = pipeline
+    results = workdir / "results"
+    single = ("extract_images", "split_data", "train_gan", "collect_metrics", "figure1", "figure2")
+    jobs = [f"{rule}/{rule}" for rule in single]
+    for loss in config["lowshot"]["losses"]:
+        for shots in config["lowshot"]["shots"]:
+            jobs.append(f"pretrain_lowshot/{loss}_S{shots}")
+    for problem in problem_names(config):
+        for method in method_names(config):
+            jobs.append(f"recover/{problem}/{method}/shard0")
+    for job in jobs:
+        log = results / "logs" / f"{job}.log"
+        assert log.is_file() and log.stat().st_size > 0, job
+        with open(results / "benchmarks" / f"{job}.tsv") as handle:
+            assert float(next(csv.DictReader(handle, delimiter="\t"))["max_rss"]) > 0, job
+
+
+def test_figures_are_images_of_the_expected_size(pipeline):
     workdir, config = pipeline
     figures = workdir / "results" / "figures"
     with Image.open(figures / "figure1.png") as image:
         assert image.size == plots.figure1_size_px()
+    panels = len(config["lowshot"]["losses"])
+    assert plots.read_layout_tag(figures / "figure1.png") == f"lowshot:panels={panels}"
+    rows = 2 + len(config["recover"]["baselines"]) + 1
+    columns = min(config["report"]["figure2_images"], config["split"]["n_test"])
     with Image.open(figures / "figure2.png") as image:
-        rows = 2 + len(config["recover"]["baselines"]) + 1
-        assert image.size == plots.figure2_size_px(rows, config["report"]["figure2_images"])
+        assert image.size == plots.figure2_size_px(rows, columns)
+    assert plots.read_layout_tag(figures / "figure2.png") == f"lowshot:rows={rows}"
     for pdf in ("figure1.pdf", "figure2.pdf"):
         assert (figures / pdf).read_bytes().startswith(b"%PDF")
 
 
-def test_report_names_both_figures(pipeline):
+def test_report_names_both_figures_and_the_tables(pipeline):
     workdir, _ = pipeline
     run_snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
-    assert "figure1.png" in html
-    assert "figure2.png" in html
+    for name in ("figure1.png", "figure2.png", "psnr_summary.csv", "metrics.csv"):
+        assert name in html, name
+
+
+def test_summary_command_prints_the_outputs_and_the_table(pipeline):
+    workdir, _ = pipeline
+    text = summary.describe(workdir / "results")
+    assert "(missing)" not in text
+    assert str(workdir / "results" / "figures" / "figure1.png") in text
+    assert "| 10-shot (MMD) |" in text and "| Untrained |" in text
+    assert summary.main([str(workdir / "nowhere")]) == 1
 
 
 def test_second_run_has_nothing_to_do(pipeline):
@@ -144,8 +197,9 @@ def test_second_run_has_nothing_to_do(pipeline):
 
 
 def test_deleting_one_recovery_reruns_that_job_and_the_aggregation(pipeline):
-    workdir, _ = pipeline
-    target = workdir / "results" / "recovery" / "cs-0.05" / "untrained" / "shard0.h5"
+    workdir, config = pipeline
+    problem = problem_names(config)[0]
+    target = workdir / "results" / "recovery" / problem / "untrained" / "shard0.h5"
     saved = target.read_bytes()
     target.unlink()
     try:
@@ -160,7 +214,9 @@ def test_deleting_one_recovery_reruns_that_job_and_the_aggregation(pipeline):
 def test_changing_one_ratio_reruns_only_the_jobs_it_touches(pipeline):
     workdir, config = pipeline
     changed = yaml.safe_load((workdir / "pipeline.yaml").read_text())
-    changed["problems"]["compressed_sensing"]["ratios"] = [0.05, 0.3]
+    ratios = changed["problems"]["compressed_sensing"]["ratios"]
+    changed["problems"]["compressed_sensing"]["ratios"] = [*ratios[:-1], 0.3]
+    assert 0.3 not in ratios
     (workdir / "changed.yaml").write_text(yaml.safe_dump(changed))
     jobs = planned_jobs(workdir, "--configfile", "changed.yaml")
     assert jobs.pop("recover") == len(method_names(config))

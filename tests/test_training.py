@@ -271,8 +271,9 @@ def test_sample_grid_is_seeded_uint8(faces: torch.Tensor) -> None:
 
 
 def test_write_log_csv(tmp_path: Path) -> None:
-    rows = [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 1.5}]
+    rows = [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 1.5, "psnr": 20.25}]
     path = tmp_path / "log.csv"
     write_log_csv(path, rows)
+    assert path.read_text().splitlines() == ["step,loss,psnr", "1,2.5,", "2,1.5,20.25"]
     frame = pd.read_csv(path)
-    assert frame.to_dict("records") == rows
+    assert frame["loss"].tolist() == [2.5, 1.5] and frame["psnr"].isna().tolist() == [True, False]
