@@ -28,6 +28,8 @@ rule train_gan:
         f"{RESULTS}/logs/train_gan/train_gan.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_gan/train_gan.tsv"
+    # Half of the recovery jobs wait for the GAN: start it before any ready recovery.
+    priority: 10
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -59,6 +61,7 @@ rule pretrain_lowshot:
     wildcard_constraints:
         loss="l2|mmd",
         shots=r"\d+",
+    priority: 10
     conda:
         "../envs/torch.yaml"
     threads: 2
