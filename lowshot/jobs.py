@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,22 @@ from lowshot.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every torch job shares: the config's ``seed``, ``device``, ``precision`` and
+    ``model.latent_dim``, and the job's CPU ``threads`` (None: torch's default).
+
+    The rules pass the first four as one ``runtime`` param (``RUNTIME`` in
+    ``rules/common.smk``); the scripts add ``snakemake.threads``.
+    """
+
+    seed: int
+    device: str
+    precision: str
+    latent_dim: int
+    threads: int | None = None
 
 
 def _write_png(image: np.ndarray, path: PathLike) -> None:

@@ -1,7 +1,8 @@
 """Deterministic seeds derived from the config seed and names.
 
 A job's random draws depend only on (base seed, names), never on job order, sharding or
-which other images share a batch.
+which other images share a batch. Every torch draw comes from ``seeded_generator`` (a CPU
+generator, so a draw is the same on every device), never from torch's global generator.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ def derive_seed(base: int, *names: object) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def generator_for(base: int, *names: object, device: str | torch.device = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``derive_seed(base, *names)``."""
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (usually a ``derive_seed`` value)."""
     import torch
 
-    generator = torch.Generator(device=device)
-    generator.manual_seed(derive_seed(base, *names))
-    return generator
+    return torch.Generator().manual_seed(int(seed))

@@ -17,6 +17,13 @@ METHODS = lsconfig.method_names(config)
 # Recovery jobs split the test images into shards of recover.images_per_job images;
 # each (problem, method, shard) job writes results/recovery/{problem}/{method}/shard{k}.h5.
 SHARDS = lsconfig.shard_count(config)
+# What every torch job shares (lowshot.jobs.Runtime, less the rule's threads).
+RUNTIME = {
+    "seed": config["seed"],
+    "device": config["device"],
+    "precision": config["precision"],
+    "latent_dim": config["model"]["latent_dim"],
+}
 
 
 def recovery_files(problems=PROBLEMS, methods=METHODS):
