@@ -27,11 +27,12 @@ import torch
 from recovery import timed  # the sibling benchmark script
 
 from lowshot import data, training
-from lowshot.config import Problem
+from lowshot.config import schema_defaults
 from lowshot.devices import log_device, resolve_device
+from lowshot.io import LowshotModel
 from lowshot.methods import recover
 from lowshot.metrics import psnr
-from lowshot.operators import make_operator
+from lowshot.problems import GaussianNoise, make_operator, measure, parse_problem
 from lowshot.seeds import derive_seed
 
 PRECISIONS = ("fp32", "bf16")
@@ -64,17 +65,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     }
 
+    latent_dim = schema_defaults("model")["latent_dim"]
     corpus = data.load_uint8(args.images_h5, split.gan_corpus)
+    runs = {
+        precision: training.TrainingRun(
+            latent_dim=latent_dim,
+            seed=args.seed,
+            device=device,
+            precision=precision,
+            progress=False,
+        )
+        for precision in PRECISIONS
+    }
     for precision in PRECISIONS:
         _, seconds = timed(
             partial(
                 training.train_wgan_gp,
                 corpus,
-                iterations=args.gan_iterations,
-                seed=args.seed,
-                device=device,
-                precision=precision,
-                progress=False,
+                {**schema_defaults("gan"), "iterations": args.gan_iterations},
+                runs[precision],
             ),
             device,
         )
@@ -88,12 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             partial(
                 training.pretrain_lowshot,
                 examples,
+                {**schema_defaults("lowshot"), "iterations": args.pretrain_iterations},
+                runs[precision],
                 loss=args.loss,
-                iterations=args.pretrain_iterations,
-                seed=args.seed,
-                device=device,
-                precision=precision,
-                progress=False,
             ),
             device,
         )
@@ -108,13 +114,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test_rows = split.test[: args.images]
     truth = data.load_images(args.images_h5, test_rows)
     settings = {"z_steps": args.z_steps, "joint_steps": args.joint_steps}
-    problems = [Problem("compressed_sensing", ratio) for ratio in args.ratios]
-    problems.append(Problem("colorization"))
+    problems = [parse_problem(f"cs-{ratio:g}") for ratio in args.ratios]
+    problems.append(parse_problem("colorization"))
     print(f"{'problem':<14} {'fp32 dB':>8} {'bf16 dB':>8} {'mean |d|':>9} {'max |d|':>8}")
     for problem in problems:
-        operator = make_operator(problem, config_seed=args.seed, noise_std=0.0, device=device)
+        operator = make_operator(problem, config_seed=args.seed, device=device)
         seeds = [derive_seed(args.seed, "lowshot", problem.name, int(r)) for r in test_rows]
-        y = operator.measure(truth.to(device), seeds)
+        y = measure(operator, GaussianNoise(), truth.to(device), seeds)
         scores = {}
         for precision in PRECISIONS:
             recovered, seconds = timed(
@@ -125,8 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     y,
                     seeds=seeds,
                     settings=settings,
-                    generator=model.generator,
-                    prior=(model.mean, model.covariance),
+                    model=LowshotModel(
+                        model.generator, model.codes, model.mean, model.covariance, {}
+                    ),
                     device=device,
                     precision=precision,
                     progress=False,

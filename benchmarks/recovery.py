@@ -26,7 +26,7 @@ from typing import TypeVar
 import torch
 
 from lowshot.devices import log_device, resolve_device
-from lowshot.methods import (
+from lowshot.methods.engine import (
     measurement_loss,
     optimise_joint,
     optimise_latent,
@@ -34,7 +34,8 @@ from lowshot.methods import (
     standard_normal,
 )
 from lowshot.models import Generator, make_generator
-from lowshot.operators import GaussianCS, Operator
+from lowshot.problems import Operator
+from lowshot.problems.compressed_sensing import GaussianCS
 from lowshot.seeds import derive_seed
 
 LATENT = 128
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     operator = GaussianCS(args.ratio, derive_seed(args.seed, "operator"), device=device)
     with torch.no_grad():
         truth = generator(standard_normal(range(n), LATENT).to(device))
-    y = operator.forward(truth)
+    y = operator.A(truth)
     z0 = standard_normal(range(n, 2 * n), LATENT).to(device)
     quiet = {"progress": False}
 

@@ -1,9 +1,11 @@
-"""The workflow configuration: schema validation with defaults, cross-key checks, and
-the names of problems and methods that the rules use as wildcards.
+"""The workflow configuration: the schema, validation with defaults, cross-key checks,
+and the names of problems and methods that the rules use as wildcards.
 
-Problem names: ``cs-<ratio>`` (compressed sensing at compression ratio m/n, e.g.
-``cs-0.1``) and ``colorization``. Method names: ``lowshot-<loss>-S<shots>`` (e.g.
-``lowshot-mmd-S10``), ``untrained``, ``csgm``, ``iagan``.
+The schema is ``config.schema.yaml`` beside this file (package data) plus the sections of
+the registered problems and methods (``problems.<kind>``, ``recover.<kind>``), assembled
+by ``load_schema`` after the config's ``plugins`` are imported: every default has one
+home, the schema's file or the class that registers a section.
+``python -m lowshot.config`` prints the assembled schema.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,12 @@ if TYPE_CHECKING:
     import jsonschema
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-BASELINES = ("untrained", "csgm", "iagan")
+NOISE_SCHEMA = {
+    "description": "Std of additive Gaussian measurement noise (y in the images' [-1, 1] units).",
+    "type": "number",
+    "minimum": 0,
+    "default": 0.0,
+}
 
 
 class ConfigError(ValueError):
@@ -29,8 +36,44 @@ class ConfigError(ValueError):
 
 
 def load_schema() -> dict[str, Any]:
+    """The config schema: the file's, plus one section per registered problem and method.
+
+    Plugins must be loaded before (``validate_config`` does it), or their sections are
+    missing.
+    """
+    from lowshot.methods import METHODS
+    from lowshot.problems import PROBLEMS
+
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    top = schema["properties"]
+    top["problems"]["properties"] = {
+        cls.kind: _section(cls.description, {**cls.settings, "noise_std": NOISE_SCHEMA})
+        for cls in PROBLEMS
+    }
+    recover = top["recover"]["properties"]
+    recover["methods"]["items"]["enum"] = METHODS.names()
+    recover["methods"]["default"] = [
+        cls.kind for cls in sorted(METHODS, key=lambda c: c.order) if cls.enabled_by_default
+    ]
+    for cls in METHODS:
+        if cls.kind in recover:
+            raise ConfigError(f"method kind {cls.kind!r} clashes with the key recover.{cls.kind}")
+        recover[cls.kind] = _section(cls.description, cls.settings)
+    report = top["report"]["properties"]
+    for key in ("figure1_problem", "figure2_problem"):
+        report[key]["enum"] = PROBLEMS.names()
+    return schema
+
+
+def _section(description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "properties": copy.deepcopy(dict(properties)),
+    }
 
 
 def _fill_defaults(schema: dict[str, Any], config: dict[str, Any]) -> None:
@@ -49,16 +92,30 @@ def schema_defaults(section: str) -> dict[str, Any]:
     return defaults
 
 
-def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+def validate_config(
+    config: dict[str, Any], root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Return a copy of ``config`` validated against the schema, defaults filled in.
 
-    Raises ``ConfigError`` naming the offending key (e.g. ``problems.compressed_sensing.
-    ratios[0]``) for schema violations and for the cross-key checks of ``check_config``.
+    Imports the config's ``plugins`` first (relative paths against ``root``, default the
+    current folder). Raises ``ConfigError`` with one line per problem, each naming the
+    offending key (e.g. ``problems.compressed_sensing.ratios[0]``), for schema violations
+    and for the cross-key checks of ``check_config``.
     """
-    # Imported here: operators and methods use this module's names without validating.
     import jsonschema
 
+    from lowshot.registry import load_plugins
+
     config = copy.deepcopy(config)
+    plugins = config.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(
+            f"plugins: expected a list of file paths or module names, got {plugins!r}"
+        )
+    try:
+        load_plugins(plugins, root)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     schema = load_schema()
     _fill_defaults(schema, config)
     errors = sorted(
@@ -74,8 +131,31 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     """One line naming the key path of a schema error."""
     key = format_key(error.absolute_path) or "<config>"
     if error.validator == "additionalProperties":
-        return f"{key}: unknown key ({error.message}); check its spelling"
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
+        where = format_key([*error.absolute_path, ",".join(map(str, extra))])
+        return f"{where}: unknown key; check its spelling. Known keys: {', '.join(known)}"
+    if error.validator == "enum":
+        known = ", ".join(map(str, error.validator_value))
+        return f"{key}: unknown value {error.instance!r}; known: {known}"
+    if (
+        error.validator == "type"
+        and isinstance(error.instance, str)
+        and _NUMBER.match(error.instance)
+    ):
+        return (
+            f"{key}: {error.message}; YAML reads a number without a decimal point before the "
+            f"exponent as text: write {_as_yaml_float(error.instance)}"
+        )
     return f"{key}: {error.message}"
+
+
+_NUMBER = re.compile(r"^[+-]?[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]+$")
+
+
+def _as_yaml_float(text: str) -> str:
+    mantissa, exponent = re.split("[eE]", text)
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
 
 
 def format_key(path: Any) -> str:
@@ -103,20 +183,21 @@ def check_config(config: dict[str, Any]) -> None:
             f"data.max_images: {max_images} images cannot hold split.n_test={n_test} test "
             f"images plus a training pool of {max(max_shots, corpus or 0)}"
         )
-    report = config["report"]
-    if report["figure2_shots"] not in shots:
-        raise ConfigError(
-            f"report.figure2_shots: {report['figure2_shots']} is not in lowshot.shots={shots}"
-        )
-    if report["figure2_loss"] not in config["lowshot"]["losses"]:
-        raise ConfigError(
-            f"report.figure2_loss: {report['figure2_loss']} is not in "
-            f"lowshot.losses={config['lowshot']['losses']}"
-        )
+    from lowshot.methods import METHODS, parse_method
+
+    run = set(method_names(config))
+    for name in config["report"]["figure2_methods"]:
+        try:
+            spec = parse_method(name)
+        except ValueError as error:
+            raise ConfigError(f"report.figure2_methods: {error}") from None
+        if spec.kind in config["recover"]["methods"] and name not in run:
+            raise ConfigError(
+                f"report.figure2_methods: {name} is not run by this config "
+                f"(its {spec.kind} methods: {METHODS[spec.kind].method_names(config)})"
+            )
     if not problem_names(config):
-        raise ConfigError(
-            "problems: no problem to solve; give compressed_sensing.ratios or enable colorization"
-        )
+        raise ConfigError("problems: no problem to solve; every problem section asks for none")
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
@@ -144,85 +225,18 @@ def data_source(config: dict[str, Any], root: str | os.PathLike[str]) -> Path:
 # --- names of problems and methods ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Problem:
-    """An inverse problem: ``kind`` is ``compressed_sensing`` or ``colorization``."""
-
-    kind: str
-    ratio: float | None = None
-
-    @property
-    def name(self) -> str:
-        return "colorization" if self.kind == "colorization" else f"cs-{self.ratio:g}"
-
-
-@dataclass(frozen=True)
-class Method:
-    """A recovery method: ``kind`` in lowshot/untrained/csgm/iagan; loss/shots for lowshot."""
-
-    kind: str
-    loss: str | None = None
-    shots: int | None = None
-
-    @property
-    def name(self) -> str:
-        return f"lowshot-{self.loss}-S{self.shots}" if self.kind == "lowshot" else self.kind
-
-
-_PROBLEM_RE = re.compile(r"^cs-(?P<ratio>[0-9.eE+-]+)$")
-_METHOD_RE = re.compile(r"^lowshot-(?P<loss>l2|mmd)-S(?P<shots>[0-9]+)$")
-
-
-def parse_problem(name: str) -> Problem:
-    """``cs-0.1`` -> Problem('compressed_sensing', 0.1); ``colorization`` likewise."""
-    if name == "colorization":
-        return Problem("colorization")
-    match = _PROBLEM_RE.match(name)
-    if not match:
-        raise ValueError(f"unknown problem name {name!r}; expected cs-<ratio> or colorization")
-    return Problem("compressed_sensing", float(match["ratio"]))
-
-
-def parse_method(name: str) -> Method:
-    """``lowshot-mmd-S10`` -> Method('lowshot', 'mmd', 10); baselines map to themselves."""
-    if name in BASELINES:
-        return Method(name)
-    match = _METHOD_RE.match(name)
-    if not match:
-        raise ValueError(
-            f"unknown method name {name!r}; "
-            f"expected lowshot-<l2|mmd>-S<shots> or one of {BASELINES}"
-        )
-    return Method("lowshot", match["loss"], int(match["shots"]))
-
-
-def problems(config: dict[str, Any]) -> list[Problem]:
-    """The problems of a config, compressed sensing first in ratio order."""
-    cs = config["problems"]["compressed_sensing"]
-    found = [Problem("compressed_sensing", float(r)) for r in sorted(cs["ratios"])]
-    if config["problems"]["colorization"]["enabled"]:
-        found.append(Problem("colorization"))
-    return found
-
-
 def problem_names(config: dict[str, Any]) -> list[str]:
-    return [problem.name for problem in problems(config)]
+    """The problem names (wildcards) of a validated config, in table order."""
+    from lowshot.problems import problem_specs
 
-
-def methods(config: dict[str, Any]) -> list[Method]:
-    """Low-shot models (every loss x shots) then the configured baselines."""
-    lowshot = config["lowshot"]
-    found = [
-        Method("lowshot", loss, shots)
-        for loss in lowshot["losses"]
-        for shots in sorted(lowshot["shots"])
-    ]
-    found += [Method(name) for name in config["recover"]["baselines"]]
-    return found
+    return [spec.name for spec in problem_specs(config)]
 
 
 def method_names(config: dict[str, Any]) -> list[str]:
-    return [method.name for method in methods(config)]
+    """The method names (wildcards) of a validated config, in table order."""
+    from lowshot.methods import method_specs
+
+    return [spec.name for spec in method_specs(config)]
 
 
 # --- sharding of recovery jobs -------------------------------------------------------
@@ -244,23 +258,14 @@ def shard_positions(config: dict[str, Any], shard: int) -> tuple[int, int]:
     return shard * per_job, min(n_test, (shard + 1) * per_job)
 
 
-# --- per-job settings ----------------------------------------------------------------
-# A recovery job receives only the settings it uses, so that changing one method's or one
-# problem's settings reruns only the jobs they touch.
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lowshot.config [PLUGIN ...]``: print the assembled schema as YAML."""
+    from lowshot.registry import load_plugins
+
+    load_plugins(sys.argv[1:] if argv is None else argv)
+    yaml.safe_dump(load_schema(), sys.stdout, sort_keys=False, allow_unicode=True, width=100)
+    return 0
 
 
-def method_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """The ``recover.<kind>`` settings of a method name (or kind), as
-    ``lowshot.methods.recover`` takes them; IAGAN's include its first stage's under
-    ``csgm``. ``config`` needs only its ``recover`` section."""
-    kind = method if method in (*BASELINES, "lowshot") else parse_method(method).kind
-    recover = config["recover"]
-    settings = dict(recover[kind])
-    if kind == "iagan":
-        settings["csgm"] = dict(recover["csgm"])
-    return settings
-
-
-def noise_std(config: dict[str, Any], problem: str) -> float:
-    """Measurement-noise std of a problem name."""
-    return float(config["problems"][parse_problem(problem).kind]["noise_std"])
+if __name__ == "__main__":
+    raise SystemExit(main())

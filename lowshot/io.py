@@ -13,6 +13,8 @@ Generator file (``results/models/gan/generator.h5``,
     ``prior/covariance``    (latent, latent) float32, shrunk covariance (low-shot only)
     attrs: free-form provenance (loss, shots, iterations, seed, ...)
 
+Written by ``save_gan`` / ``save_lowshot``, read by ``load_gan`` / ``load_lowshot``.
+
 Recovery file (``results/recovery/{problem}/{method}/shard{k}.h5``): see ``RECOVERY_FIELDS``.
 """
 
@@ -22,6 +24,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,8 @@ import numpy as np
 
 if TYPE_CHECKING:  # imported lazily: the data stage writes HDF5 without loading torch
     import torch
+
+    from lowshot.models import Generator
 
 # Per-image datasets of a recovery file, all with first dimension N (images of the job).
 RECOVERY_FIELDS: dict[str, str] = {
@@ -150,6 +155,93 @@ def load_generator(
         raise ValueError(f"{path}: no 'generator/' group; not a generator file")
     others = {key: value for key, value in datasets.items() if not key.startswith(prefix)}
     return state, others, attrs
+
+
+def _generator_from_state(state: Mapping[str, torch.Tensor]) -> Generator:
+    """Rebuild a generator (latent size and width read off the first layer's weight) on
+    the CPU, in eval mode with ``norm = "stored"``."""
+    from lowshot.models import Generator
+
+    first = state["net.0.weight"]  # (latent, 8 * width, 4, 4)
+    generator = Generator(int(first.shape[0]), int(first.shape[1]) // 8)
+    generator.load_state_dict(dict(state))
+    generator.norm = "stored"
+    return generator.eval()
+
+
+def save_gan(
+    path: str | os.PathLike[str], generator: Generator, attrs: Mapping[str, Any] | None = None
+) -> None:
+    """Write a WGAN-GP generator (state with BN statistics) and ``attrs``."""
+    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    save_generator(path, state, None, {"latent_dim": generator.latent_dim, **(attrs or {})})
+
+
+def load_gan(path: str | os.PathLike[str]) -> Generator:
+    """Read ``save_gan``'s file -> generator on the CPU, eval mode, ``norm = "stored"``."""
+    state, _, _ = load_generator(path)
+    return _generator_from_state(state)
+
+
+@dataclass(frozen=True, eq=False)
+class LowshotModel:
+    """A low-shot model file (``load_lowshot``).
+
+    generator: on the CPU, in eval mode with ``norm = "stored"`` (calibrated statistics);
+    codes: (S, k) float32, the fitted z_i; mean (k,) and covariance (k, k) float32: the
+    shrunk Gaussian fitted to the codes, the prior recovery starts from; attrs: the file's
+    attributes (loss, mmd_bandwidth, covariance_shrinkage, iterations, latent_dim, shots,
+    seed, ...). ``eq=False``: compared by identity (tensors have no single truth value).
+    """
+
+    generator: Generator
+    codes: torch.Tensor
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    attrs: dict[str, Any]
+
+
+def save_lowshot(
+    path: str | os.PathLike[str], result: Any, attrs: Mapping[str, Any] | None = None
+) -> None:
+    """Write a low-shot model: generator state (BN statistics included), codes, prior.
+
+    result: a ``lowshot.training.LowshotResult`` (typed ``Any``: importing it here, even
+    for type checking only, would make the data stage's imports reach the training's).
+    Attrs: loss, mmd_bandwidth (none for l2), covariance_shrinkage, iterations (steps
+    done), latent_dim, shots, then the caller's ``attrs`` (which win on a clash).
+    """
+    base = {
+        "loss": result.loss,
+        "mmd_bandwidth": result.bandwidth,
+        "covariance_shrinkage": result.shrinkage,
+        "iterations": result.step,
+        "latent_dim": int(result.codes.shape[1]),
+        "shots": int(result.codes.shape[0]),
+    }
+    extra = {
+        "codes": result.codes.detach().cpu().float(),
+        "prior/mean": result.mean.detach().cpu().float(),
+        "prior/covariance": result.covariance.detach().cpu().float(),
+    }
+    state = {k: v.detach().cpu() for k, v in result.generator.state_dict().items()}
+    save_generator(path, state, extra, {**base, **(attrs or {})})
+
+
+def load_lowshot(path: str | os.PathLike[str]) -> LowshotModel:
+    """Read ``save_lowshot``'s file (raises ValueError for a file without codes and prior,
+    e.g. a GAN generator's)."""
+    import torch
+
+    state, others, attrs = load_generator(path)
+    missing = {"codes", "prior/mean", "prior/covariance"} - set(others)
+    if missing:
+        raise ValueError(f"{path}: not a low-shot model file, missing {sorted(missing)}")
+    codes, mean, covariance = (
+        torch.from_numpy(np.asarray(others[name]))
+        for name in ("codes", "prior/mean", "prior/covariance")
+    )
+    return LowshotModel(_generator_from_state(state), codes, mean, covariance, attrs)
 
 
 def write_recovery(

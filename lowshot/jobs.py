@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lowshot import data, methods, metrics, operators, training
-from lowshot.config import parse_method, parse_problem
+from lowshot import data, images, methods, metrics, problems, training
 from lowshot.devices import peak_memory_mb, prepare_device
-from lowshot.io import atomic_path, write_recovery
+from lowshot.io import atomic_path, load_gan, load_lowshot, save_gan, save_lowshot, write_recovery
 from lowshot.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -50,6 +49,24 @@ def _write_png(image: np.ndarray, path: PathLike) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
+def _training_run(
+    runtime: Runtime,
+    device: Any,
+    seed: int,
+    checkpoint: PathLike,
+    options: Mapping[str, Any],
+) -> training.TrainingRun:
+    """A training job's run: the runtime's values with the job's own derived ``seed``."""
+    return training.TrainingRun(
+        latent_dim=runtime.latent_dim,
+        seed=seed,
+        device=device,
+        precision=runtime.precision,
+        checkpoint_path=checkpoint,
+        **options,
+    )
+
+
 def train_gan_job(
     images_h5: PathLike,
     splits_h5: PathLike,
@@ -59,38 +76,29 @@ def train_gan_job(
     samples_out: PathLike,
     checkpoint: PathLike,
     settings: Mapping[str, Any],
-    latent_dim: int,
-    seed: int,
-    device: str,
-    precision: str,
-    threads: int | None = None,
+    runtime: Runtime,
+    **options: Any,
 ) -> None:
     """WGAN-GP on the GAN corpus of ``splits_h5``; writes generator, loss CSV, sample grid.
 
-    ``settings`` is the config's ``gan`` section. Training resumes from ``checkpoint`` when
-    it exists (a preempted job); the checkpoint is removed once the outputs are written.
+    ``settings`` is the config's ``gan`` section. ``options`` go to the
+    ``training.TrainingRun`` as they are (``width``, ``progress``: tests train narrow
+    networks quietly). Training resumes from ``checkpoint`` when it exists (a preempted
+    job); the checkpoint is removed once the outputs are written.
     """
-    torch_device = prepare_device(device, threads)
+    torch_device = prepare_device(runtime.device, runtime.threads)
     split = data.load_split(splits_h5)
     # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
     images = data.load_uint8(images_h5, split.gan_corpus)
     log.info("GAN corpus: %d images", len(images))
-    job_seed = derive_seed(seed, "train_gan")
-    result = training.train_wgan_gp(
-        images,
-        latent_dim=latent_dim,
-        seed=job_seed,
-        device=torch_device,
-        precision=precision,
-        checkpoint_path=checkpoint,
-        **settings,
-    )
+    job_seed = derive_seed(runtime.seed, "train_gan")
+    run = _training_run(runtime, torch_device, job_seed, checkpoint, options)
+    result = training.train_wgan_gp(images, settings, run)
     attrs = {"method": "wgan-gp", "seed": job_seed, "corpus_size": len(images), **_flat(settings)}
-    training.save_gan(generator_out, result.generator, attrs)
+    save_gan(generator_out, result.generator, attrs)
     training.write_log_csv(losses_out, result.log)
-    _write_png(
-        training.sample_grid(result.generator, 64, derive_seed(seed, "samples")), samples_out
-    )
+    grid = training.sample_grid(result.generator, 64, derive_seed(runtime.seed, "samples"))
+    _write_png(grid, samples_out)
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
     Path(checkpoint).unlink(missing_ok=True)
 
@@ -105,38 +113,36 @@ def pretrain_lowshot_job(
     losses_out: PathLike,
     checkpoint: PathLike,
     settings: Mapping[str, Any],
-    latent_dim: int,
-    seed: int,
-    device: str,
-    precision: str,
-    threads: int | None = None,
+    runtime: Runtime,
+    **options: Any,
 ) -> None:
     """Low-shot pre-training (eq. 1) on the S-shot subset; writes model HDF5 and loss CSV.
 
-    ``settings`` holds the config's ``lowshot`` keys iterations, lr, mmd_bandwidth,
-    covariance_shrinkage, checkpoint_every and log_every.
+    ``settings``: the config's ``lowshot`` section, or its training part
+    (``training.lowshot_settings``, which the model file's attributes record).
+    ``options`` go to the ``training.TrainingRun`` as they are (``width``, ``progress``).
     """
-    torch_device = prepare_device(device, threads)
+    settings = training.lowshot_settings(settings)
+    torch_device = prepare_device(runtime.device, runtime.threads)
     split = data.load_split(splits_h5)
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
     images = data.load_images(images_h5, split.shots[shots])
-    job_seed = derive_seed(seed, "pretrain_lowshot", loss, shots)
-    result = training.pretrain_lowshot(
-        images,
-        loss=loss,
-        latent_dim=latent_dim,
-        seed=job_seed,
-        device=torch_device,
-        precision=precision,
-        checkpoint_path=checkpoint,
-        **settings,
-    )
+    job_seed = derive_seed(runtime.seed, "pretrain_lowshot", loss, shots)
+    run = _training_run(runtime, torch_device, job_seed, checkpoint, options)
+    result = training.pretrain_lowshot(images, settings, run, loss=loss)
     attrs = {"loss": loss, "shots": shots, "seed": job_seed, **_flat(settings)}
-    training.save_lowshot(model_out, result, attrs)
+    save_lowshot(model_out, result, attrs)
     training.write_log_csv(losses_out, result.log)
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
     Path(checkpoint).unlink(missing_ok=True)
+
+
+# The trained models a method's class can ask for (``RecoveryMethod.model``), by loader.
+MODEL_LOADERS: dict[str, Callable[[PathLike], Any]] = {
+    "gan": load_gan,
+    "lowshot": load_lowshot,
+}
 
 
 def recover_job(
@@ -150,11 +156,7 @@ def recover_job(
     positions: tuple[int, int],
     settings: Mapping[str, Any],
     noise_std: float,
-    latent_dim: int,
-    seed: int,
-    device: str,
-    precision: str,
-    threads: int | None = None,
+    runtime: Runtime,
 ) -> None:
     """Recover the test images at ``positions`` (start, stop) of the split; write the results.
 
@@ -162,26 +164,24 @@ def recover_job(
     A; measurement noise from (seed, problem, image id), so every method sees the same y;
     the method's own draws from (seed, method, problem, image id).
     """
-    torch_device = prepare_device(device, threads)
-    the_problem = parse_problem(problem)
-    the_method = parse_method(method)
+    seed = runtime.seed
+    torch_device = prepare_device(runtime.device, runtime.threads)
+    the_problem = problems.parse_problem(problem)
+    the_method = methods.parse_method(method)
+    method_class = methods.family(the_method)
     split = data.load_split(splits_h5)
     rows = split.test[positions[0] : positions[1]]
     image_ids = [str(i) for i in split.test_ids[positions[0] : positions[1]]]
     truth = data.load_images(images_h5, rows).to(torch_device)
-    operator = operators.make_operator(
-        the_problem, config_seed=seed, noise_std=noise_std, device=torch_device
-    )
+    operator = problems.make_operator(the_problem, config_seed=seed, device=torch_device)
     noise_seeds = [derive_seed(seed, "noise", problem, image_id) for image_id in image_ids]
-    measurements = operator.measure(truth, noise_seeds)
+    measurements = problems.measure(operator, problems.GaussianNoise(noise_std), truth, noise_seeds)
     method_seeds = [derive_seed(seed, method, problem, image_id) for image_id in image_ids]
-
-    generator, prior = None, None
-    if the_method.kind == "lowshot":
-        generator, _codes, mean, covariance, _attrs = training.load_lowshot(model_h5)
-        prior = (mean, covariance)
-    elif the_method.kind in ("csgm", "iagan"):
-        generator = training.load_gan(model_h5)
+    model = None
+    if method_class.model is not None:
+        if model_h5 is None:
+            raise ValueError(f"{method} needs its {method_class.model} model file")
+        model = MODEL_LOADERS[method_class.model](model_h5)
 
     started = time.perf_counter()
     result = methods.recover(
@@ -190,11 +190,10 @@ def recover_job(
         measurements,
         seeds=method_seeds,
         settings=settings,
-        generator=generator,
-        prior=prior,
-        latent_dim=latent_dim,
+        model=model,
+        latent_dim=runtime.latent_dim,
         device=torch_device,
-        precision=precision,
+        precision=runtime.precision,
     )
     seconds = time.perf_counter() - started
     recovered = result.images.detach().float().cpu()
@@ -202,7 +201,7 @@ def recover_job(
     n = len(image_ids)
     fields = {
         "image_ids": image_ids,
-        "recovered": data.tensor_to_uint8(recovered),
+        "recovered": images.to_uint8(recovered),
         "psnr": metrics.psnr(recovered, truth),
         "ssim": metrics.ssim(recovered, truth),
         "measurement_loss": np.asarray(result.measurement_loss, dtype=np.float64),
@@ -224,7 +223,7 @@ def recover_job(
         "seed": seed,
         "measurements": operator.m,
         "device": str(torch_device),
-        "precision": precision,
+        "precision": runtime.precision,
         "positions": list(positions),
     }
     write_recovery(output, fields, attrs)

@@ -1,15 +1,18 @@
-"""The paper's figures.
+"""The paper's figures, drawing whatever the registries hold.
 
-Figure 1 (compressed sensing): average PSNR against the compression ratio m/n with 95%
-confidence bands; one panel per low-shot loss (MMD left, ℓ2 right, as in the paper), one
-line per shot count (colour-graded from few to many shots) and the baselines (untrained
-network, CSGM on the GAN, IAGAN) drawn in both panels in black/grey line styles.
+Figure 1: average PSNR against the parameter of one problem family (the compression
+ratio m/n of compressed sensing, as in the paper) with 95% confidence bands; one panel
+per low-shot loss (MMD left, ℓ2 right, as in the paper). Every method of the summary is
+a line with its class's label and style (``RecoveryMethod.method_label``/``line_style``):
+an instance with a loss (the low-shot models, colour-graded by shots) in its loss's
+panel, every other method (the baselines, black/grey line styles) in every panel.
 Fixed size ``FIGURE1_SIZE`` inches at ``DPI`` dots per inch (PNG 1650 x 750 pixels).
 Figure 2 with 6 rows of 6 images is 1275 x 1305 pixels.
 
-Figure 2 (colorization): a grid with one column per shown test image and rows true
-image, grayscale input, then one row per method (labelled on the left) with the PSNR
-above each reconstruction. Size ``figure2_size(n_columns, n_rows)`` at ``DPI``.
+Figure 2 (the paper's: colorization): a grid with one column per shown test image and rows
+true image, the input (when the problem's class shows one: the grayscale image), then one
+row per method (labelled on the left) with the PSNR above each reconstruction. Size
+``figure2_size(n_columns, n_rows)`` at ``DPI``.
 
 Both figures carry their layout in the file's metadata (PNG text chunk / PDF keywords
 ``lowshot:panels=<n>`` or ``lowshot:rows=<n>``) so that tests can check it from the file.
@@ -30,9 +33,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lowshot import data
+from lowshot import data, methods, problems
 from lowshot.io import atomic_path, read_recovery
-from lowshot.tables import method_label
+from lowshot.tables import method_label, method_sort_key
 
 DPI = 150
 # Figure 1: width x height in inches (two panels side by side, legend below).
@@ -45,12 +48,6 @@ FIGURE2_LABEL = 1.3
 
 _LOSS_TITLES = {"mmd": "MMD loss", "l2": r"$\ell_2$ loss"}
 _LOSS_ORDER = ("mmd", "l2")
-# Baselines: black/grey, each its own dash pattern and marker, so they read in print.
-_BASELINE_STYLE = {
-    "untrained": {"color": "0.55", "linestyle": ":", "marker": "v"},
-    "csgm": {"color": "0.0", "linestyle": "--", "marker": "s"},
-    "iagan": {"color": "0.25", "linestyle": "-.", "marker": "D"},
-}
 
 
 def _new_figure(size: tuple[float, float], layout: str | None = None) -> Figure:
@@ -80,39 +77,46 @@ def figure1(
     summary: pd.DataFrame,
     path_pdf: str | os.PathLike[str],
     path_png: str | os.PathLike[str],
+    problem_kind: str = "compressed_sensing",
 ) -> Figure:
     """Draw Figure 1 from a PSNR summary (``lowshot.tables.summarize`` columns).
 
-    Uses the compressed-sensing rows only: x = ratio (log axis, ticks at the ratios),
-    y = ``psnr_mean`` with a band from ``psnr_ci_low`` to ``psnr_ci_high``. One panel per
-    low-shot loss present (MMD, then ℓ2; a single baselines-only panel when there is
-    none). Returns the figure so callers can inspect its axes.
+    Uses the rows of ``problem_kind`` only: x = ``ratio`` (the family's parameter; log
+    axis, ticks at its values), y = ``psnr_mean`` with a band from ``psnr_ci_low`` to
+    ``psnr_ci_high``. One panel per loss of the methods that have one (MMD, then ℓ2;
+    one panel titled "all methods" when none has). Returns the figure so callers can
+    inspect its axes.
     """
-    cs = summary[summary["problem_kind"] == "compressed_sensing"]
-    if cs.empty:
-        raise ValueError("figure1: the summary has no compressed-sensing rows")
-    lowshot = cs[cs["method_kind"] == "lowshot"]
-    losses = [loss for loss in _LOSS_ORDER if (lowshot["loss"] == loss).any()] or [None]
-    shots = sorted(int(s) for s in lowshot["shots"].dropna().unique())
-    # Light to dark with the number of shots: more data, darker line.
-    palette = sns.color_palette("flare", n_colors=max(len(shots), 1))
-    ratios = sorted(cs["ratio"].unique())
+    rows = summary[summary["problem_kind"] == problem_kind]
+    if rows.empty:
+        raise ValueError(f"figure1: the summary has no {problem_kind} rows")
+    names = sorted(rows["method"].unique(), key=method_sort_key)
+    specs = [methods.parse_method(name) for name in names]
+    present = {spec.loss for spec in specs if spec.loss is not None}
+    losses = [loss for loss in _LOSS_ORDER if loss in present]
+    losses += sorted(present - set(losses))
+    ratios = sorted(rows["ratio"].unique())
 
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95):
         fig = _new_figure(FIGURE1_SIZE, layout="constrained")
-        axes = fig.subplots(1, len(losses), sharey=True, squeeze=False)
-        for ax, loss in zip(axes[0], losses, strict=True):
-            for colour, n_shots in zip(palette, shots, strict=False):
-                rows = lowshot[(lowshot["loss"] == loss) & (lowshot["shots"] == n_shots)]
-                _line(ax, rows, label=f"{n_shots} shots", color=colour, linestyle="-", marker="o")
-            for kind, style in _BASELINE_STYLE.items():
-                rows = cs[cs["method_kind"] == kind]
-                _line(ax, rows, label=method_label(kind), **style)
+        axes = fig.subplots(1, max(len(losses), 1), sharey=True, squeeze=False)
+        for ax, loss in zip(axes[0], losses or [None], strict=True):
+            for spec in specs:
+                if spec.loss is not None and spec.loss != loss:
+                    continue
+                cls = methods.family(spec)
+                siblings = [other for other in specs if other.kind == spec.kind]
+                _line(
+                    ax,
+                    rows[rows["method"] == spec.name],
+                    label=_legend_label(spec),
+                    **cls.line_style(spec, siblings),
+                )
             ax.set_xscale("log")
             ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
             ax.minorticks_off()
-            ax.set_xlabel("compression ratio m/n")
-            ax.set_title(_LOSS_TITLES.get(loss, "baselines") if loss else "baselines")
+            ax.set_xlabel(problems.PROBLEMS[problem_kind].parameter_label)
+            ax.set_title(_LOSS_TITLES.get(loss, f"{loss} loss") if loss else "all methods")
         axes[0, 0].set_ylabel("average PSNR (dB)")
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(
@@ -122,8 +126,15 @@ def figure1(
             ncol=min(len(labels), 6),
             frameon=False,
         )
-        _save(fig, path_pdf, path_png, f"lowshot:panels={len(losses)}")
+        _save(fig, path_pdf, path_png, f"lowshot:panels={axes.shape[1]}")
     return fig
+
+
+def _legend_label(spec: methods.MethodSpec) -> str:
+    """A method's legend entry: its label, without the loss that the panel title gives."""
+    if spec.loss is not None and spec.shots is not None:
+        return f"{spec.shots} shots"
+    return methods.family(spec).method_label(spec)
 
 
 def _line(ax: Axes, rows: pd.DataFrame, label: str, **style: object) -> None:
@@ -164,24 +175,26 @@ def figure2_size_px(n_rows: int, n_columns: int) -> tuple[int, int]:
 
 def figure2(
     true_uint8: np.ndarray,
-    gray_uint8: np.ndarray,
+    input_row: tuple[str, np.ndarray] | None,
     rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
     path_pdf: str | os.PathLike[str],
     path_png: str | os.PathLike[str],
 ) -> Figure:
-    """Draw Figure 2: the colorization grid.
+    """Draw Figure 2: the grid of recovered test images.
 
-    ``true_uint8``: (K, 64, 64, 3) uint8 test images; ``gray_uint8``: (K, 64, 64) uint8
-    grayscale inputs; ``rows``: (label, (K, 64, 64, 3) uint8 reconstructions, (K,) PSNR in
-    dB) per method, drawn top to bottom under the true and grayscale rows with
-    "<psnr> dB" above each image. Returns the figure.
+    ``true_uint8``: (K, 64, 64, 3) uint8 test images; ``input_row``: (label, (K, 64, 64)
+    or (K, 64, 64, 3) uint8 inputs), e.g. the grayscale images of colorization, or None;
+    ``rows``: (label, (K, 64, 64, 3) uint8 reconstructions, (K,) PSNR in dB) per method,
+    drawn top to bottom under the true and input rows with "<psnr> dB" above each image.
+    Returns the figure.
     """
     k = len(true_uint8)
-    if gray_uint8.shape[0] != k or any(
+    inputs = [] if input_row is None else [(input_row[0], input_row[1], None)]
+    if any(len(images) != k for _, images, _ in inputs) or any(
         len(images) != k or len(psnr) != k for _, images, psnr in rows
     ):
         raise ValueError("figure2: every row needs one image (and PSNR) per column")
-    grid = [("True image", true_uint8, None), ("Grayscale input", gray_uint8, None), *rows]
+    grid = [("True image", true_uint8, None), *inputs, *rows]
     n_rows = len(grid)
     width, height = figure2_size(n_rows, k)
     fig = _new_figure((width, height))
@@ -210,11 +223,6 @@ def figure2(
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
     _save(fig, path_pdf, path_png, f"lowshot:rows={n_rows}")
     return fig
-
-
-def to_gray_uint8(images: np.ndarray) -> np.ndarray:
-    """(K, 64, 64, 3) uint8 -> (K, 64, 64) uint8 with PIL's ITU-R 601-2 luma (the paper's A)."""
-    return np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in images])
 
 
 def load_test_images(
@@ -268,6 +276,7 @@ def figure2_from_files(
     images_h5: str | os.PathLike[str],
     splits_h5: str | os.PathLike[str],
     recovery_paths: Sequence[str | os.PathLike[str]],
+    problem: str,
     methods: Sequence[str],
     n_images: int,
     path_pdf: str | os.PathLike[str],
@@ -275,8 +284,9 @@ def figure2_from_files(
 ) -> Figure:
     """Figure 2 for the first ``n_images`` test images from the data stage's files.
 
-    ``recovery_paths``: the colorization recovery files (all shards) of ``methods``, which
-    give the rows top to bottom, labelled with ``lowshot.tables.method_label``.
+    ``recovery_paths``: the recovery files (all shards) of ``methods`` on ``problem``,
+    which give the rows top to bottom, labelled with ``lowshot.tables.method_label``; the
+    input row is the problem class's ``input_image`` (none when it has none).
     """
     ids, true = load_test_images(images_h5, splits_h5, n_images)
     by_method = group_by_method(recovery_paths)
@@ -286,7 +296,10 @@ def figure2_from_files(
             raise ValueError(f"figure2: no recovery file of method {name!r} given")
         images, psnr = recovered_for(by_method[name], ids)
         rows.append((method_label(name), images, psnr))
-    return figure2(true, to_gray_uint8(true), rows, path_pdf, path_png)
+    cls = problems.family(problem)
+    shown = cls.input_image(true)
+    input_row = None if shown is None or cls.input_label is None else (cls.input_label, shown)
+    return figure2(true, input_row, rows, path_pdf, path_png)
 
 
 def read_layout_tag(path: str | os.PathLike[str]) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lowshot.config import parse_method, parse_problem
+from lowshot import methods, problems
 from lowshot.io import atomic_path, read_recovery
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,6 @@ SUMMARY_COLUMNS: list[str] = [
     "ssim_std",
 ]
 CONFIDENCE = 0.95
-# Baselines after the low-shot models, in the paper's order.
-_BASELINE_ORDER = {"untrained": 0, "csgm": 1, "iagan": 2}
-_LOSS_ORDER = {"mmd": 0, "l2": 1}
 
 
 # --- per-image table ---------------------------------------------------------------
@@ -77,14 +74,14 @@ _LOSS_ORDER = {"mmd": 0, "l2": 1}
 def _job_columns(path: str | os.PathLike[str], attrs: dict) -> dict:
     """The (problem, method) identity of a recovery file, from its names in the attrs.
 
-    Names are parsed with ``lowshot.config`` so that ratio/loss/shots always agree with
-    them; attrs that disagree with the name are an error (a file in the wrong place).
+    Names are parsed by the registries so that ratio/loss/shots always agree with them;
+    attrs that disagree with the name are an error (a file in the wrong place).
     """
     problem_name, method_name = attrs.get("problem"), attrs.get("method")
     if not problem_name or not method_name:
         problem_name, method_name = names_from_path(path)
-    problem = parse_problem(problem_name)
-    method = parse_method(method_name)
+    problem = problems.parse_problem(problem_name)
+    method = methods.parse_method(method_name)
     ratio = attrs.get("ratio")
     if ratio is not None and problem.ratio is not None and not math.isclose(ratio, problem.ratio):
         raise ValueError(f"{path}: attr ratio={ratio} disagrees with problem {problem_name!r}")
@@ -155,32 +152,29 @@ def metrics_table(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
 
 
 def sort_rows(frame: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
-    """Sort by problem (CS by ratio, then colorization), then method in the paper's order."""
-    key = pd.DataFrame(
-        {
-            "p0": (frame["problem_kind"] != "compressed_sensing").astype(int),
-            "p1": frame["ratio"].fillna(np.inf),
-            "m0": frame["method"].map(method_sort_key),
-        }
-    )
+    """Sort by problem (``problem_sort_key``), then method (``method_sort_key``)."""
+    problem_keys = frame["problem"].map(problem_sort_key)
+    method_keys = frame["method"].map(method_sort_key)
     order = sorted(
         range(len(frame)),
         key=lambda i: (
-            key["p0"].iat[i],
-            key["p1"].iat[i],
-            key["m0"].iat[i],
+            problem_keys.iat[i],
+            method_keys.iat[i],
             *(str(frame[c].iat[i]) for c in extra),
         ),
     )
     return frame.iloc[order].reset_index(drop=True)
 
 
-def method_sort_key(name: str) -> tuple[int, int, int]:
-    """Low-shot models first (MMD then ℓ2, by shots), then untrained, CSGM, IAGAN."""
-    method = parse_method(name)
-    if method.kind == "lowshot":
-        return (0, _LOSS_ORDER.get(method.loss or "", 9), method.shots or 0)
-    return (1, _BASELINE_ORDER.get(method.kind, 9), 0)
+def problem_sort_key(name: str) -> tuple:
+    """Problem families in their registered ``order``, then by their parameter (m/n)."""
+    return problems.sort_key(problems.parse_problem(name))
+
+
+def method_sort_key(name: str) -> tuple:
+    """Methods in their registered ``order`` (low-shot models, MMD then ℓ2 by shots, then
+    untrained, CSGM, IAGAN for the built-in ones)."""
+    return methods.sort_key(methods.parse_method(name))
 
 
 # --- summary -------------------------------------------------------------------------
@@ -259,18 +253,15 @@ def summarize(metrics: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataF
 
 
 def method_label(name: str) -> str:
-    """Readable method name: ``lowshot-mmd-S10`` -> ``10-shot (MMD)``."""
-    method = parse_method(name)
-    if method.kind == "lowshot":
-        loss = "MMD" if method.loss == "mmd" else "ℓ2"
-        return f"{method.shots}-shot ({loss})"
-    return {"untrained": "Untrained", "csgm": "GAN (CSGM)", "iagan": "IAGAN"}[method.kind]
+    """Readable method name from its class, e.g. ``lowshot-mmd-S10`` -> ``10-shot (MMD)``."""
+    spec = methods.parse_method(name)
+    return methods.family(spec).method_label(spec)
 
 
 def problem_label(name: str) -> str:
-    """Readable problem name: ``cs-0.1`` -> ``m/n = 0.1``."""
-    problem = parse_problem(name)
-    return "colorization" if problem.ratio is None else f"m/n = {problem.ratio:g}"
+    """Readable problem name from its class, e.g. ``cs-0.1`` -> ``m/n = 0.1``."""
+    spec = problems.parse_problem(name)
+    return problems.family(spec).label(spec)
 
 
 def _cell(row: pd.Series, pm: str) -> str:

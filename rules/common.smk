@@ -1,16 +1,19 @@
 # Shared by every rules file: config validation, the problem and method names, and the
-# functions that map them to files.
+# functions that map them to files. Problems and methods come from their registries
+# (lowshot/problems/, lowshot/methods/, and the config's plugins): no rule names one.
 import re
 from pathlib import Path
 
-from snakemake.utils import validate
-
 import lowshot.config as lsconfig
-
-validate(config, "../schemas/config.schema.yaml")
-lsconfig.check_config(config)
+import lowshot.methods as lsmethods
+import lowshot.problems as lsproblems
+from lowshot.registry import resolve_plugins
 
 ROOT = Path(workflow.basedir)
+# Every error of the config at once, one line each, before any job (and defaults filled).
+config.update(lsconfig.validate_config(config, ROOT))
+# The plugin files as absolute paths: every job that asks a registry imports them too.
+PLUGINS = resolve_plugins(config["plugins"], ROOT)
 RESULTS = "results"
 PROBLEMS = lsconfig.problem_names(config)
 METHODS = lsconfig.method_names(config)
@@ -39,17 +42,21 @@ def recovery_files(problems=PROBLEMS, methods=METHODS):
 RECOVERY_FILES = recovery_files()
 
 
+# The trained models a method can ask for (its class's ``model``), by the file that holds it.
+MODEL_FILES = {
+    "gan": lambda spec: f"{RESULTS}/models/gan/generator.h5",
+    "lowshot": lambda spec: f"{RESULTS}/models/lowshot/{spec.loss}_S{spec.shots}/model.h5",
+}
+
+
 def recover_inputs(wildcards):
-    """Data files, plus the generator the method starts from (none for untrained)."""
+    """Data files, plus the model file the method's class asks for (if any)."""
     inputs = {
         "images": f"{RESULTS}/data/images.h5",
         "splits": f"{RESULTS}/data/splits.h5",
     }
-    method = lsconfig.parse_method(wildcards.method)
-    if method.kind == "lowshot":
-        inputs["model"] = (
-            f"{RESULTS}/models/lowshot/{method.loss}_S{method.shots}/model.h5"
-        )
-    elif method.kind in ("csgm", "iagan"):
-        inputs["model"] = f"{RESULTS}/models/gan/generator.h5"
+    spec = lsmethods.parse_method(wildcards.method)
+    model = lsmethods.family(spec).model
+    if model is not None:
+        inputs["model"] = MODEL_FILES[model](spec)
     return inputs

@@ -21,14 +21,12 @@ rule recover:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
-        settings=lambda wildcards: lsconfig.method_settings(config, wildcards.method),
-        noise_std=lambda wildcards: lsconfig.noise_std(config, wildcards.problem),
+        settings=lambda wildcards: lsmethods.method_settings(config, wildcards.method),
+        noise_std=lambda wildcards: lsproblems.noise_std(config, wildcards.problem),
         positions=lambda wildcards: lsconfig.shard_positions(
             config, int(wildcards.shard)
         ),
-        latent_dim=config["model"]["latent_dim"],
-        seed=config["seed"],
-        device=config["device"],
-        precision=config["precision"],
+        runtime=RUNTIME,
+        plugins=PLUGINS,
     script:
         "../scripts/recover.py"

@@ -1,24 +1,25 @@
 # Report stage: the per-image metrics table and PSNR summary (collect_metrics), Figure 1
-# (compressed sensing, from the summary) and Figure 2 (colorization, from the recovered
-# images). Figure 1 is defined only when compressed-sensing ratios are configured and
-# Figure 2 only when colorization is enabled, so asking for a figure a config cannot
+# (PSNR against the parameter of report.figure1_problem, from the summary) and Figure 2
+# (the report.figure2_problem grid, from the recovered images). A figure is defined only
+# when the config has a problem of its kind, so asking for a figure a config cannot
 # make fails with "no rule to produce" instead of a missing recovery file.
 # REPORT_TARGETS lists every output of this file that the config can build (for `all`).
 
 TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
-FIGURE1_ENABLED = bool(config["problems"]["compressed_sensing"]["ratios"])
-FIGURE2_ENABLED = bool(config["problems"]["colorization"]["enabled"])
-# Figure 2's rows after the true and grayscale images, in the paper's order: GAN (CSGM),
-# IAGAN, untrained, then the low-shot model; baselines not configured are left out.
+REPORT = config["report"]
+PROBLEM_SPECS = lsproblems.problem_specs(config)
+FIGURE1_ENABLED = any(spec.kind == REPORT["figure1_problem"] for spec in PROBLEM_SPECS)
+FIGURE2_PROBLEMS = [
+    spec.name for spec in PROBLEM_SPECS if spec.kind == REPORT["figure2_problem"]
+]
+FIGURE2_ENABLED = bool(FIGURE2_PROBLEMS)
+# Figure 2's rows after the true and input images, in the configured order; methods
+# whose kind the config does not run are left out (lowshot.config.check_config).
 FIGURE2_METHODS = [
     name
-    for name in ("csgm", "iagan", "untrained")
-    if name in config["recover"]["baselines"]
-] + [
-    lsconfig.Method(
-        "lowshot", config["report"]["figure2_loss"], config["report"]["figure2_shots"]
-    ).name
+    for name in REPORT["figure2_methods"]
+    if lsmethods.parse_method(name).kind in config["recover"]["methods"]
 ]
 REPORT_TARGETS = (
     [f"{TABLES}/metrics.csv"]
@@ -64,6 +65,8 @@ rule collect_metrics:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        plugins=PLUGINS,
     script:
         "../scripts/collect_metrics.py"
 
@@ -79,7 +82,7 @@ if FIGURE1_ENABLED:
                 f"{FIGURES}/figure1.png",
                 caption="../report/figure1.rst",
                 category="Figures",
-                labels={"figure": "Figure 1: compressed sensing"},
+                labels={"figure": "Figure 1: PSNR against m/n"},
             ),
         log:
             f"{RESULTS}/logs/figure1/figure1.log",
@@ -91,6 +94,9 @@ if FIGURE1_ENABLED:
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            problem_kind=REPORT["figure1_problem"],
+            plugins=PLUGINS,
         script:
             "../scripts/figure1.py"
 
@@ -101,14 +107,14 @@ if FIGURE2_ENABLED:
         input:
             images=f"{RESULTS}/data/images.h5",
             splits=f"{RESULTS}/data/splits.h5",
-            recovery=recovery_files(["colorization"], FIGURE2_METHODS),
+            recovery=recovery_files(FIGURE2_PROBLEMS[:1], FIGURE2_METHODS),
         output:
             pdf=f"{FIGURES}/figure2.pdf",
             png=report(
                 f"{FIGURES}/figure2.png",
                 caption="../report/figure2.rst",
                 category="Figures",
-                labels={"figure": "Figure 2: colorization"},
+                labels={"figure": "Figure 2: recovered images"},
             ),
         log:
             f"{RESULTS}/logs/figure2/figure2.log",
@@ -121,7 +127,9 @@ if FIGURE2_ENABLED:
             mem_mb=2000,
             runtime=10,
         params:
+            problem=FIGURE2_PROBLEMS[0] if FIGURE2_ENABLED else None,
             methods=FIGURE2_METHODS,
-            n_images=min(config["report"]["figure2_images"], config["split"]["n_test"]),
+            n_images=min(REPORT["figure2_images"], config["split"]["n_test"]),
+            plugins=PLUGINS,
         script:
             "../scripts/figure2.py"

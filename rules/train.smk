@@ -2,14 +2,9 @@
 # Both train from resumable checkpoints under results/checkpoints/: a killed or preempted
 # job rerun with --rerun-incomplete continues from the last checkpoint.
 
-LOWSHOT_TRAINING_KEYS = (
-    "iterations",
-    "lr",
-    "mmd_bandwidth",
-    "covariance_shrinkage",
-    "checkpoint_every",
-    "log_every",
-)
+# The lowshot section less shots and losses: they choose the jobs, so they stay out of the
+# params (a new shot count must not rerun the trained models).
+from lowshot.training.settings import lowshot_settings
 
 
 rule train_gan:
@@ -38,10 +33,7 @@ rule train_gan:
         runtime=lambda wildcards, attempt: 24 * 60 * attempt,
     params:
         settings=config["gan"],
-        latent_dim=config["model"]["latent_dim"],
-        seed=config["seed"],
-        device=config["device"],
-        precision=config["precision"],
+        runtime=RUNTIME,
         checkpoint=f"{RESULTS}/checkpoints/gan/checkpoint.pt",
     script:
         "../scripts/train_gan.py"
@@ -69,11 +61,8 @@ rule pretrain_lowshot:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 8 * 60 * attempt,
     params:
-        settings={key: config["lowshot"][key] for key in LOWSHOT_TRAINING_KEYS},
-        latent_dim=config["model"]["latent_dim"],
-        seed=config["seed"],
-        device=config["device"],
-        precision=config["precision"],
+        settings=lowshot_settings(config["lowshot"]),
+        runtime=RUNTIME,
         checkpoint=f"{RESULTS}/checkpoints/lowshot/{{loss}}_S{{shots}}.pt",
     script:
         "../scripts/pretrain_lowshot.py"

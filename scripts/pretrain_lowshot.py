@@ -1,6 +1,6 @@
 """Rule pretrain_lowshot: theta and codes on S examples (see lowshot.jobs.pretrain_lowshot_job)."""
 
-from lowshot.jobs import pretrain_lowshot_job
+from lowshot.jobs import Runtime, pretrain_lowshot_job
 from lowshot.logs import setup_rule_logging
 
 setup_rule_logging(snakemake.log[0])
@@ -14,9 +14,5 @@ pretrain_lowshot_job(
     losses_out=snakemake.output.losses,
     checkpoint=params.checkpoint,
     settings=params.settings,
-    latent_dim=params.latent_dim,
-    seed=params.seed,
-    device=params.device,
-    precision=params.precision,
-    threads=snakemake.threads,
+    runtime=Runtime(**params.runtime, threads=snakemake.threads),
 )

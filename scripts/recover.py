@@ -1,10 +1,12 @@
 """Rule recover: one method on one problem for a shard of test images (lowshot.jobs.recover_job)."""
 
-from lowshot.jobs import recover_job
+from lowshot.jobs import Runtime, recover_job
 from lowshot.logs import setup_rule_logging
+from lowshot.registry import load_plugins
 
 setup_rule_logging(snakemake.log[0])
 params = snakemake.params
+load_plugins(params.plugins)
 recover_job(
     snakemake.input.images,
     snakemake.input.splits,
@@ -15,9 +17,5 @@ recover_job(
     positions=tuple(params.positions),
     settings=params.settings,
     noise_std=params.noise_std,
-    latent_dim=params.latent_dim,
-    seed=params.seed,
-    device=params.device,
-    precision=params.precision,
-    threads=snakemake.threads,
+    runtime=Runtime(**params.runtime, threads=snakemake.threads),
 )

@@ -34,7 +34,6 @@ WORKFLOW_FILES = (
     "config.yaml",
     "rules",
     "scripts",
-    "schemas",
     "configs",
     "envs",
     "report",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,69 @@ def test_wrong_values_name_their_key(change: dict, key: str) -> None:
         validate_config(change)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"recover": {"methods": ["lowshot", "dip"]}},
+            "recover.methods[1]: unknown value 'dip'; known: ",
+        ),
+        (
+            {"problems": {"inpainting": {}}},
+            "problems.inpainting: unknown key; check its spelling. Known keys: ",
+        ),
+        ({"report": {"figure1_problem": "deblurring"}}, "report.figure1_problem: unknown value"),
+    ],
+)
+def test_unknown_method_or_problem_lists_the_known_ones(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message).replace(r"\.\*", ".*")) as error:
+        validate_config(change)
+    text = str(error.value)
+    assert all(name in text for name in ("colorization", "compressed_sensing")) or all(
+        name in text for name in ("lowshot", "untrained", "csgm", "iagan")
+    )
+
+
+def test_every_error_at_once_one_line_each_with_a_yaml_hint() -> None:
+    with pytest.raises(ConfigError) as error:
+        validate_config({"sede": 1, "gan": {"lr": "1e-4"}, "recover": {"csgm": {"steps": 0}}})
+    lines = str(error.value).splitlines()
+    assert len(lines) == 3
+    assert any(line.startswith("gan.lr:") and "write 1.0e-4" in line for line in lines)
+    assert any(line.startswith("recover.csgm.steps:") for line in lines)
+    assert any(line.startswith("sede:") for line in lines)
+
+
+def test_figure2_methods_must_be_known_and_run() -> None:
+    with pytest.raises(ConfigError, match=r"report\.figure2_methods: unknown method name 'gan'"):
+        validate_config({"report": {"figure2_methods": ["gan"]}})
+    with pytest.raises(ConfigError, match=r"lowshot-mmd-S10 is not run by this config"):
+        validate_config({"lowshot": {"shots": [5]}})
+    # A method whose kind the config does not run is left out of the figure, not an error.
+    config = validate_config({"recover": {"methods": ["lowshot"]}})
+    assert config["report"]["figure2_methods"] == ["csgm", "iagan", "untrained", "lowshot-mmd-S10"]
+
+
+def test_schema_sections_come_from_the_registered_classes() -> None:
+    config = validate_config({})
+    assert config["recover"]["methods"] == ["lowshot", "untrained", "csgm", "iagan"]
+    assert config["recover"]["csgm"] == {"steps": 1600, "lr": 5.0e-2, "restarts": 3}
+    assert config["problems"]["colorization"] == {"enabled": True, "noise_std": 0.0}
+    with pytest.raises(ConfigError, match="plugins: no such file"):
+        validate_config({"plugins": ["does/not/exist.py"]})
+    printed = subprocess.run(
+        [sys.executable, "-m", "lowshot.config"], capture_output=True, text=True, check=True
+    ).stdout
+    schema = yaml.safe_load(printed)
+    assert set(schema["properties"]["problems"]["properties"]) == {
+        "compressed_sensing",
+        "colorization",
+    }
+    assert schema["properties"]["recover"]["properties"]["iagan"]["properties"]["joint_lr"][
+        "default"
+    ] == pytest.approx(1e-4)
+
+
 @pytest.mark.parametrize("name", ["config.yaml", "configs/quick.yaml", "configs/test.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     config = load_config(REPO / name)
@@ -44,7 +108,9 @@ def test_shipped_configs_are_valid(name: str) -> None:
 
 def test_more_shots_than_the_pool_holds_is_an_error() -> None:
     # Valid as a config (no corpus size to compare with), but the data are too few.
-    config = validate_config({"lowshot": {"shots": [5, 100]}, "report": {"figure2_shots": 5}})
+    config = validate_config(
+        {"lowshot": {"shots": [5, 100]}, "report": {"figure2_methods": ["lowshot-mmd-S5"]}}
+    )
     identity = np.repeat(np.arange(40), 2)
     with pytest.raises(data.DataError, match=r"lowshot\.shots needs 100 .* holds 70"):
         data.choose_split(

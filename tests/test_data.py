@@ -7,6 +7,8 @@ import io
 import itertools
 import json
 import logging
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lowshot import data
+from lowshot import data, images
 
 OFFICIAL_FIRST = "182638.jpg"
 
@@ -236,16 +238,23 @@ def test_load_images_order_range_and_round_trip(official_store: Path) -> None:
     tensor = data.load_images(official_store, [5, 0, 5, 63])
     assert tensor.shape == (4, 3, 64, 64) and tensor.dtype == torch.float32
     assert tensor.min() >= -1 and tensor.max() <= 1
-    np.testing.assert_array_equal(data.tensor_to_uint8(tensor), rows)
+    np.testing.assert_array_equal(images.to_uint8(tensor), rows)
     every_value = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
-    np.testing.assert_array_equal(
-        data.tensor_to_uint8(data.uint8_to_tensor(every_value)), every_value
-    )
-    assert data.uint8_to_tensor(every_value)[0, 0, 0, 0] == -1.0
-    assert data.uint8_to_tensor(every_value)[0, 0, -1, -1] == 1.0
+    np.testing.assert_array_equal(images.to_uint8(images.to_float(every_value)), every_value)
+    assert images.to_float(every_value)[0, 0, 0, 0] == -1.0
+    assert images.to_float(every_value)[0, 0, -1, -1] == 1.0
     assert data.load_ids(official_store, [1, 0]) == ["182639.jpg", "182638.jpg"]
     with pytest.raises(IndexError, match="64"):
         data.load_uint8(official_store, [64])
+
+
+def test_the_data_stage_does_not_import_torch() -> None:
+    # The Snakefile imports lowshot.data, and the data stage runs without torch's import.
+    code = (
+        "import sys, lowshot.data, lowshot.data.sources, lowshot.data.store, lowshot.data.split; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- splits ----------------------------------------------------------------------------

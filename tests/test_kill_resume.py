@@ -23,22 +23,25 @@ import pytest
 import torch
 
 from lowshot import data, jobs
+from lowshot.config import schema_defaults
 from lowshot.io import read_h5
 from lowshot.logs import setup_rule_logging
 
 pytestmark = pytest.mark.slow
 
-NARROW = {"width": 8}  # narrow networks: seconds per run, same code paths
+# The jobs' run options (``training.TrainingRun``): narrow networks (seconds per run, same
+# code paths), quietly.
+OPTIONS = {"width": 8, "progress": False}
 GAN_SETTINGS = {
-    **NARROW,
+    **schema_defaults("gan"),
     "batch_size": 4,
     "critic_steps": 2,
     "checkpoint_every": 2,
     "log_every": 1,
     "calibration_samples": 16,
-    "progress": False,
 }
-LOWSHOT_SETTINGS = {**NARROW, "checkpoint_every": 2, "log_every": 1, "progress": False}
+LOWSHOT_SETTINGS = {**schema_defaults("lowshot"), "checkpoint_every": 2, "log_every": 1}
+RUNTIME = jobs.Runtime(seed=3, device="cpu", precision="fp32", latent_dim=128, threads=1)
 NEVER_ENDS = 10**9  # iterations of the run that gets killed
 KILL_TIMEOUT_S = 900
 FORK = multiprocessing.get_context("fork")
@@ -58,7 +61,7 @@ def store(shared_celeba: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def job_arguments(kind: str, out: Path, iterations: int) -> dict:
     """Keyword arguments of the job function ``kind`` writing into ``out``."""
-    common = {"latent_dim": 128, "seed": 3, "device": "cpu", "precision": "fp32", "threads": 1}
+    common = {"runtime": RUNTIME, **OPTIONS}
     if kind == "train_gan_job":
         return {
             **common,

@@ -15,20 +15,18 @@ import pytest
 import torch
 from torch import nn
 
-from lowshot.config import load_config, method_settings
-from lowshot.methods import (
-    METHOD_KINDS,
-    RecoveryResult,
-    best_restart,
-    optimise_latent,
-    recover,
-    resolve_settings,
-    sample_prior,
-    standard_normal,
-)
+from lowshot.config import load_config
+from lowshot.io import LowshotModel
+from lowshot.methods import METHODS, RecoveryResult, method_settings, recover, resolve_settings
+from lowshot.methods.csgm import best_restart
+from lowshot.methods.engine import optimise_latent, standard_normal
+from lowshot.methods.lowshot import initial_codes
 from lowshot.models import Generator, init_dcgan_weights
-from lowshot.operators import GaussianCS, Operator
+from lowshot.problems import GaussianNoise, Operator, measure
+from lowshot.problems.compressed_sensing import GaussianCS
 from lowshot.seeds import derive_seed
+
+METHOD_KINDS = ("lowshot", "untrained", "csgm", "iagan")
 
 LATENT = 128
 PROBLEM = "cs-0.05"
@@ -95,7 +93,7 @@ def measurements(pretrained: Generator, operator: Operator) -> torch.Tensor:
     """y (4, m) of four images in the range of the pre-trained stand-in."""
     with torch.no_grad():
         x = pretrained(standard_normal([101, 102, 103, 104], LATENT))
-    return operator.measure(x, [0, 1, 2, 3])
+    return measure(operator, GaussianNoise(), x, [0, 1, 2, 3])
 
 
 def image_seeds(method: str, ids: list[int]) -> list[int]:
@@ -113,16 +111,32 @@ def run(
 ) -> RecoveryResult:
     settings = overrides.pop("settings", FAST[method])
     # untrained: the small generator gives only the architecture, re-initialised per image.
+    models = {
+        "untrained": small_generator(seed=5),
+        "lowshot": lowshot_model(pretrained, prior),
+        "csgm": pretrained,
+        "iagan": pretrained,
+    }
     return recover(
         method,
         operator,
         y[ids],
         seeds=image_seeds(method, ids),
         settings=settings,
-        generator=small_generator(seed=5) if method == "untrained" else pretrained,
-        prior=prior if method == "lowshot" else None,
+        model=models[method],
         progress=False,
         **overrides,
+    )
+
+
+def lowshot_model(generator: Generator, prior: tuple[torch.Tensor, torch.Tensor]) -> LowshotModel:
+    mean, covariance = prior
+    return LowshotModel(
+        generator=generator,
+        codes=torch.zeros(10, LATENT),
+        mean=mean,
+        covariance=covariance,
+        attrs={},
     )
 
 
@@ -149,7 +163,7 @@ def test_latent_recovery_reaches_35_db_at_ratio_0_1() -> None:
         truth = generator(standard_normal([11, 12], LATENT))
         start = standard_normal([21, 22], LATENT)
         initial = psnr(generator(start), truth)
-    y = operator.forward(truth)
+    y = operator.A(truth)
     result = optimise_latent(generator, operator, y, start, steps=150, lr=0.1, progress=False)
     assert (initial < 20).all()
     assert (psnr(result.images, truth) > 35).all()
@@ -205,7 +219,7 @@ def test_seed_determines_the_result(
             measurements[:1],
             seeds=[seed],
             settings={"steps": 2, "restarts": 1},
-            generator=pretrained,
+            model=pretrained,
             progress=False,
         ).images
 
@@ -270,6 +284,10 @@ def test_best_restart_prefers_finite_then_lowest() -> None:
 
 def test_prior_samples_follow_the_gaussian(prior: tuple[torch.Tensor, torch.Tensor]) -> None:
     mean, covariance = prior
+
+    def sample_prior(prior, seeds):
+        return initial_codes(*prior, seeds)
+
     samples = sample_prior(prior, range(4000)).double()
     assert samples.shape == (4000, LATENT)
     torch.testing.assert_close(sample_prior(prior, [7, 8])[1], sample_prior(prior, [8])[0])
@@ -293,14 +311,21 @@ def test_settings_from_config_and_defaults() -> None:
     assert resolve_settings("lowshot", {"z_steps": 3})["joint_steps"] == 350
     with pytest.raises(ValueError, match="unknown keys"):
         resolve_settings("csgm", {"step": 3})
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match=r"unknown method 'gan'; known: .*csgm"):
         resolve_settings("gan", {})
+    # Every registered method's defaults resolve, and agree with the config's defaults.
+    defaults = load_config("config.yaml", recover={})["recover"]
+    for cls in METHODS:
+        assert {k: v for k, v in resolve_settings(cls.kind, None).items()} == {
+            **defaults[cls.kind],
+            **{other: defaults[other] for other in cls.settings_from},
+        }
 
 
 def test_missing_inputs_are_errors(operator: Operator, measurements: torch.Tensor) -> None:
-    with pytest.raises(ValueError, match="pre-trained generator"):
+    with pytest.raises(ValueError, match="csgm needs its gan model"):
         recover("csgm", operator, measurements, seeds=[0, 1, 2, 3])
-    with pytest.raises(ValueError, match="prior"):
-        recover("lowshot", operator, measurements, seeds=[0, 1, 2, 3], generator=nn.Identity())
+    with pytest.raises(ValueError, match="lowshot needs its lowshot model"):
+        recover("lowshot", operator, measurements, seeds=[0, 1, 2, 3])
     with pytest.raises(ValueError, match="seeds"):
         recover("untrained", operator, measurements, seeds=[0])

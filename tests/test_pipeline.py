@@ -165,7 +165,8 @@ def test_figures_are_images_of_the_expected_size(pipeline):
         assert image.size == plots.figure1_size_px()
     panels = len(config["lowshot"]["losses"])
     assert plots.read_layout_tag(figures / "figure1.png") == f"lowshot:panels={panels}"
-    rows = 2 + len(config["recover"]["baselines"]) + 1
+    # True image, grayscale input, then the figure2_methods (every one runs in this config).
+    rows = 2 + len(config["report"]["figure2_methods"])
     columns = min(config["report"]["figure2_images"], config["split"]["n_test"])
     with Image.open(figures / "figure2.png") as image:
         assert image.size == plots.figure2_size_px(rows, columns)
@@ -227,7 +228,7 @@ def test_figure2_alone_builds_just_what_it_needs(tmp_path, shared_celeba):
     workdir = make_workdir(tmp_path, shared_celeba)
     jobs = planned_jobs(workdir, "results/figures/figure2.png")
     config = load_config(workdir / "pipeline.yaml")
-    shown_methods = 1 + len(config["recover"]["baselines"])
+    shown_methods = len(config["report"]["figure2_methods"])
     assert jobs["recover"] == shown_methods
     assert jobs["pretrain_lowshot"] == 1
     assert "collect_metrics" not in jobs and "figure1" not in jobs

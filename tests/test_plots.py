@@ -12,6 +12,7 @@ from PIL import Image
 
 from lowshot import plots, tables
 from lowshot.io import write_recovery
+from lowshot.problems.colorization import Colorization
 
 RATIOS = [0.02, 0.1, 0.3]
 
@@ -100,7 +101,7 @@ def test_figure1_with_one_loss_has_one_panel(tmp_path):
 
 def test_figure1_needs_compressed_sensing_rows(tmp_path):
     summary = synthetic_summary()
-    with pytest.raises(ValueError, match="compressed-sensing"):
+    with pytest.raises(ValueError, match="no compressed_sensing rows"):
         plots.figure1(summary[summary["problem"] == "colorization"], tmp_path / "a.pdf",
                       tmp_path / "a.png")  # fmt: skip
 
@@ -109,7 +110,7 @@ def test_figure2_grid_has_one_row_per_method_and_psnr_titles(tmp_path):
     k = 3
     rng = np.random.default_rng(0)
     true = rng.integers(0, 256, (k, 64, 64, 3), dtype=np.uint8)
-    gray = plots.to_gray_uint8(true)
+    gray = Colorization.input_image(true)
     rows = [
         (
             name,
@@ -119,7 +120,7 @@ def test_figure2_grid_has_one_row_per_method_and_psnr_titles(tmp_path):
         for name in ("GAN (CSGM)", "IAGAN", "Untrained", "10-shot (MMD)")
     ]
     pdf, png = tmp_path / "f2.pdf", tmp_path / "f2.png"
-    figure = plots.figure2(true, gray, rows, pdf, png)
+    figure = plots.figure2(true, ("Grayscale input", gray), rows, pdf, png)
     n_rows = 2 + len(rows)
     assert len(figure.axes) == n_rows * k
     grid = np.array(figure.axes).reshape(n_rows, k)
@@ -146,12 +147,12 @@ def test_figure2_rejects_rows_of_the_wrong_length(tmp_path):
     true = np.zeros((2, 64, 64, 3), np.uint8)
     rows = [("GAN (CSGM)", np.zeros((1, 64, 64, 3), np.uint8), np.zeros(1))]
     with pytest.raises(ValueError, match="one image"):
-        plots.figure2(true, plots.to_gray_uint8(true), rows, tmp_path / "a.pdf", tmp_path / "a.png")
+        plots.figure2(true, None, rows, tmp_path / "a.pdf", tmp_path / "a.png")
 
 
 def test_gray_is_the_itu_r_601_luma():
     pixels = np.array([[[[255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 150, 200]]]], np.uint8)
-    gray = plots.to_gray_uint8(pixels)
+    gray = Colorization.input_image(pixels)
     expected = np.array(
         [[0.299 * 255, 0.587 * 255, 0.114 * 255, 0.299 * 100 + 0.587 * 150 + 0.114 * 200]]
     )
@@ -213,7 +214,7 @@ def test_figure2_from_files_follows_the_test_split_order_across_shards(tmp_path)
         write_colorization(first, name, [test_ids[1], test_ids[0]], fill, [21.0, 20.0])
         paths += [second, first]
     figure = plots.figure2_from_files(
-        images_h5, splits_h5, paths, ["lowshot-mmd-S10", "csgm"], 3,
+        images_h5, splits_h5, paths, "colorization", ["lowshot-mmd-S10", "csgm"], 3,
         tmp_path / "f.pdf", tmp_path / "f.png",
     )  # fmt: skip
     grid = np.array(figure.axes).reshape(4, 3)
@@ -237,6 +238,7 @@ def test_figure2_from_files_names_a_missing_method(tmp_path):
             images_h5,
             splits_h5,
             [path],
+            "colorization",
             ["csgm", "iagan"],
             2,
             tmp_path / "f.pdf",

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from lowshot import tables
-from lowshot.config import parse_method, parse_problem
 from lowshot.io import write_recovery
+from lowshot.methods import parse_method
+from lowshot.problems import parse_problem
 
 # Two-sided 95% Student-t quantiles from a printed t table (df -> t_{0.975, df}).
 T_975 = {2: 4.303, 3: 3.182}

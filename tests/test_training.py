@@ -1,12 +1,15 @@
-"""Training: low-shot pre-training fits real faces, the Gaussian prior, WGAN-GP, resuming
-from checkpoints (equal to uninterrupted runs), generator files, sample grids, logs."""
+"""Training: settings from the config schema, low-shot pre-training fits real faces,
+WGAN-GP, resuming from checkpoints (equal to uninterrupted runs), generator files, sample
+grids, logs. The Gaussian prior: tests/test_gaussian.py."""
 
 from __future__ import annotations
 
 import copy
 import io
 import zipfile
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,17 +17,16 @@ import pytest
 import torch
 from PIL import Image
 
+from lowshot.config import schema_defaults
+from lowshot.io import load_gan, load_lowshot, save_gan, save_lowshot
 from lowshot.losses import median_bandwidth
 from lowshot.metrics import psnr
 from lowshot.training import (
-    fit_gaussian,
-    load_gan,
-    load_lowshot,
+    LOWSHOT_SELECTION_KEYS,
+    TrainingRun,
+    lowshot_settings,
     pretrain_lowshot,
-    sample_gaussian,
     sample_grid,
-    save_gan,
-    save_lowshot,
     train_wgan_gp,
     write_log_csv,
 )
@@ -33,6 +35,30 @@ FACES_ZIP = (
     Path(__file__).resolve().parents[1].parent / "shared/data/celeba/celeba-test-faces-64.zip"
 )
 WIDTH = 8  # narrow networks keep the resume tests fast; the fitting test uses more
+
+
+def run_of(seed: int, width: int = WIDTH, **mechanics: Any) -> TrainingRun:
+    """How a test training runs: the schema's latent size on the CPU in fp32, narrow and
+    quiet, with ``seed`` and ``mechanics`` (checkpoint_path, stop_after)."""
+    return TrainingRun(
+        latent_dim=schema_defaults("model")["latent_dim"],
+        seed=seed,
+        device="cpu",
+        precision="fp32",
+        progress=False,
+        width=width,
+        **mechanics,
+    )
+
+
+def lowshot_config(**overrides: object) -> dict:
+    """The schema's ``lowshot`` section with ``overrides``."""
+    return {**schema_defaults("lowshot"), **overrides}
+
+
+def gan_config(**overrides: object) -> dict:
+    """The schema's ``gan`` section with ``overrides``."""
+    return {**schema_defaults("gan"), **overrides}
 
 
 def _read_faces(n: int) -> torch.Tensor:
@@ -69,13 +95,51 @@ def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Settings
+
+
+def test_trainers_take_exactly_the_schema_sections() -> None:
+    # shots and losses choose the models, they do not configure the training: dropped.
+    assert set(LOWSHOT_SELECTION_KEYS) < set(schema_defaults("lowshot"))
+    assert list(lowshot_settings(lowshot_config())) == [
+        key for key in schema_defaults("lowshot") if key not in LOWSHOT_SELECTION_KEYS
+    ]
+
+
+def test_a_run_takes_the_config_values_without_defaults() -> None:
+    # latent_dim, seed, device and precision have their one home in the config schema.
+    with pytest.raises(TypeError, match="missing 4 required"):
+        TrainingRun()  # type: ignore[call-arg]
+    run = TrainingRun(latent_dim=128, seed=0, device="cpu", precision="fp32")
+    assert (run.checkpoint_path, run.progress, run.stop_after, run.width) == (None, True, None, 64)
+    with pytest.raises(FrozenInstanceError):
+        run.seed = 1  # type: ignore[misc]
+
+
+def test_a_missing_or_unknown_setting_is_an_error(faces: torch.Tensor) -> None:
+    missing = gan_config()
+    del missing["gp_weight"]
+    with pytest.raises(ValueError, match=r"gan settings: missing \['gp_weight'\]"):
+        train_wgan_gp(_corpus(), missing, run_of(0))
+    with pytest.raises(ValueError, match=r"unknown \['progress'\]"):
+        train_wgan_gp(_corpus(), gan_config(progress=False), run_of(0))
+    training_only = lowshot_settings(lowshot_config())
+    del training_only["lr"]
+    with pytest.raises(ValueError, match=r"lowshot settings: missing \['lr'\]"):
+        pretrain_lowshot(faces, training_only, run_of(0), loss="l2")
+    with pytest.raises(ValueError, match=r"unknown \['width'\]"):
+        pretrain_lowshot(faces, lowshot_config(width=8), run_of(0), loss="l2")
+
+
+# ---------------------------------------------------------------------------------------
 # Low-shot pre-training
 
 
 def test_lowshot_pretraining_fits_real_faces(faces: torch.Tensor) -> None:
-    settings = {"loss": "l2", "seed": 3, "width": 16, "lr": 3e-3, "progress": False}
-    start = pretrain_lowshot(faces, iterations=0, **settings)
-    result = pretrain_lowshot(faces, iterations=100, log_every=50, **settings)
+    run = run_of(3, width=16)
+    start = pretrain_lowshot(faces, lowshot_config(iterations=0, lr=3e-3), run, loss="l2")
+    settings = lowshot_config(iterations=100, log_every=50, lr=3e-3)
+    result = pretrain_lowshot(faces, settings, run, loss="l2")
     assert result.finished and result.step == 100 and result.start_step == 0
     with torch.no_grad():
         # Recovery evaluates G(z_i) with the stored statistics, so measure it that way.
@@ -94,34 +158,26 @@ def test_lowshot_pretraining_fits_real_faces(faces: torch.Tensor) -> None:
 
 
 def test_lowshot_mmd_uses_the_median_bandwidth(faces: torch.Tensor) -> None:
-    result = pretrain_lowshot(
-        faces, loss="mmd", iterations=2, width=WIDTH, progress=False, log_every=1
-    )
+    run = run_of(0)
+    result = pretrain_lowshot(faces, lowshot_config(iterations=2, log_every=1), run, loss="mmd")
     assert result.bandwidth == pytest.approx(median_bandwidth(faces))
     fixed = pretrain_lowshot(
-        faces, loss="mmd", mmd_bandwidth=123.0, iterations=1, width=WIDTH, progress=False
+        faces, lowshot_config(mmd_bandwidth=123.0, iterations=1), run, loss="mmd"
     )
     assert fixed.bandwidth == 123.0
     assert np.isfinite([row["loss"] for row in result.log]).all()
     with pytest.raises(ValueError):
-        pretrain_lowshot(faces, loss="l1", iterations=1, width=WIDTH, progress=False)
+        pretrain_lowshot(faces, lowshot_config(iterations=1), run, loss="l1")
 
 
 def test_lowshot_resumes_to_the_uninterrupted_result(faces: torch.Tensor, tmp_path: Path) -> None:
-    settings = {
-        "loss": "mmd",
-        "iterations": 6,
-        "seed": 7,
-        "width": WIDTH,
-        "log_every": 1,
-        "checkpoint_every": 2,
-        "progress": False,
-    }
-    reference = pretrain_lowshot(faces, **settings)
+    settings = lowshot_config(iterations=6, log_every=1, checkpoint_every=2)
+    reference = pretrain_lowshot(faces, settings, run_of(7), loss="mmd")
     checkpoint = tmp_path / "lowshot.ckpt"
-    stopped = pretrain_lowshot(faces, checkpoint_path=checkpoint, stop_after=5, **settings)
+    stop = run_of(7, checkpoint_path=checkpoint, stop_after=5)
+    stopped = pretrain_lowshot(faces, settings, stop, loss="mmd")
     assert not stopped.finished and stopped.step == 5 and checkpoint.exists()
-    resumed = pretrain_lowshot(faces, checkpoint_path=checkpoint, **settings)
+    resumed = pretrain_lowshot(faces, settings, run_of(7, checkpoint_path=checkpoint), loss="mmd")
     assert resumed.finished and resumed.start_step == 4  # the last checkpoint, not step 0
     _assert_same_state(resumed.generator, reference.generator)
     assert torch.equal(resumed.codes, reference.codes)
@@ -130,44 +186,7 @@ def test_lowshot_resumes_to_the_uninterrupted_result(faces: torch.Tensor, tmp_pa
     assert resumed.log == reference.log
     # A checkpoint from another run is refused, not mixed in.
     with pytest.raises(ValueError, match="another run"):
-        pretrain_lowshot(faces, checkpoint_path=checkpoint, **{**settings, "seed": 8})
-
-
-# ---------------------------------------------------------------------------------------
-# The codes' Gaussian
-
-
-def test_fit_gaussian_shrinkage_formula_and_positive_definite() -> None:
-    codes = torch.randn(5, 16, generator=torch.Generator().manual_seed(0)) + 2.0
-    shrinkage = 0.1
-    mean, covariance = fit_gaussian(codes, shrinkage)
-    sample = np.cov(codes.double().numpy(), rowvar=False)  # divisor S - 1
-    expected = (1 - shrinkage) * sample + shrinkage * np.trace(sample) / 16 * np.eye(16)
-    assert np.allclose(mean.numpy(), codes.double().mean(0).numpy(), atol=1e-6)
-    assert np.allclose(covariance.numpy(), expected, atol=1e-5)
-    eigenvalues = np.linalg.eigvalsh(covariance.double().numpy())
-    assert eigenvalues.min() >= shrinkage * np.trace(sample) / 16 * (1 - 1e-4)
-    # Without shrinkage, S = 5 < k = 16 leaves the covariance singular.
-    _, singular = fit_gaussian(codes, 0.0)
-    assert np.linalg.eigvalsh(singular.double().numpy()).min() < 1e-5
-    with pytest.raises(ValueError):
-        fit_gaussian(codes, 1.5)
-
-
-def test_sample_gaussian_is_seeded_and_has_the_right_moments() -> None:
-    mean = torch.tensor([1.0, -2.0, 0.5])
-    a = torch.tensor([[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.2, -0.3, 0.5]])
-    covariance = a @ a.T
-    draws = sample_gaussian(mean, covariance, 20000, torch.Generator().manual_seed(1))
-    assert draws.shape == (20000, 3) and draws.dtype == torch.float32
-    assert torch.allclose(draws.mean(0), mean, atol=0.05)
-    assert torch.allclose(torch.cov(draws.T), covariance, atol=0.05)
-    first = sample_gaussian(mean, covariance, 2, torch.Generator().manual_seed(1))
-    assert torch.equal(
-        first, sample_gaussian(mean, covariance, 2, torch.Generator().manual_seed(1))
-    )
-    other = sample_gaussian(mean, covariance, 2, torch.Generator().manual_seed(2))
-    assert not torch.equal(first, other)
+        pretrain_lowshot(faces, settings, run_of(8, checkpoint_path=checkpoint), loss="mmd")
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,22 +199,20 @@ def _corpus(n: int = 12) -> torch.Tensor:
     )
 
 
-GAN_SETTINGS = {
-    "iterations": 4,
-    "batch_size": 4,
-    "critic_steps": 2,
-    "seed": 11,
-    "width": WIDTH,
-    "checkpoint_every": 2,
-    "log_every": 1,
-    "progress": False,
-    "calibration_samples": 64,
-}
+GAN_SETTINGS = gan_config(
+    iterations=4,
+    batch_size=4,
+    critic_steps=2,
+    checkpoint_every=2,
+    log_every=1,
+    calibration_samples=64,
+)
+GAN_RUN = run_of(11)
 
 
 def test_wgan_gp_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     corpus = _corpus()
-    reference = train_wgan_gp(corpus, **GAN_SETTINGS)
+    reference = train_wgan_gp(corpus, GAN_SETTINGS, GAN_RUN)
     assert reference.finished and [row["step"] for row in reference.log] == [1, 2, 3, 4]
     assert set(reference.log[0]) == {
         "step",
@@ -205,9 +222,10 @@ def test_wgan_gp_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
         "wasserstein",
     }
     checkpoint = tmp_path / "gan.ckpt"
-    stopped = train_wgan_gp(corpus, checkpoint_path=checkpoint, stop_after=3, **GAN_SETTINGS)
+    stop = replace(GAN_RUN, checkpoint_path=checkpoint, stop_after=3)
+    stopped = train_wgan_gp(corpus, GAN_SETTINGS, stop)
     assert not stopped.finished and stopped.step == 3
-    resumed = train_wgan_gp(corpus, checkpoint_path=checkpoint, **GAN_SETTINGS)
+    resumed = train_wgan_gp(corpus, GAN_SETTINGS, replace(GAN_RUN, checkpoint_path=checkpoint))
     assert resumed.finished and resumed.start_step == 2  # the last checkpoint, not step 0
     _assert_same_state(resumed.generator, reference.generator)
     _assert_same_state(resumed.critic, reference.critic)
@@ -215,15 +233,17 @@ def test_wgan_gp_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     # The stopped run's networks differ from the finished ones (training went on).
     assert not torch.equal(stopped.critic.net[0].weight, reference.critic.net[0].weight)
     with pytest.raises(ValueError, match="another run"):
-        train_wgan_gp(corpus, checkpoint_path=checkpoint, **{**GAN_SETTINGS, "batch_size": 3})
+        train_wgan_gp(
+            corpus, {**GAN_SETTINGS, "batch_size": 3}, replace(GAN_RUN, checkpoint_path=checkpoint)
+        )
 
 
 def test_wgan_gp_accepts_float_or_uint8_images() -> None:
     corpus = _corpus()
     as_float = corpus.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     settings = {**GAN_SETTINGS, "iterations": 1, "critic_steps": 1}
-    from_uint8 = train_wgan_gp(corpus, **settings)
-    from_float = train_wgan_gp(as_float, **settings)
+    from_uint8 = train_wgan_gp(corpus, settings, GAN_RUN)
+    from_float = train_wgan_gp(as_float, settings, GAN_RUN)
     _assert_same_state(from_uint8.critic, from_float.critic)
     assert from_uint8.generator.norm == "stored" and not from_uint8.generator.training
 
@@ -233,22 +253,26 @@ def test_wgan_gp_accepts_float_or_uint8_images() -> None:
 
 
 def test_lowshot_file_round_trip(faces: torch.Tensor, tmp_path: Path) -> None:
-    result = pretrain_lowshot(faces, loss="mmd", iterations=1, width=WIDTH, progress=False)
+    result = pretrain_lowshot(faces, lowshot_config(iterations=1), run_of(0), loss="mmd")
     path = tmp_path / "model.h5"
     save_lowshot(path, result, {"seed": 5, "shots": 5})
-    generator, codes, mean, covariance, attrs = load_lowshot(path)
-    _assert_same_state(generator, result.generator)
-    assert torch.equal(codes, result.codes)
-    assert torch.equal(mean, result.mean) and torch.equal(covariance, result.covariance)
+    model = load_lowshot(path)
+    _assert_same_state(model.generator, result.generator)
+    assert torch.equal(model.codes, result.codes)
+    assert torch.equal(model.mean, result.mean)
+    assert torch.equal(model.covariance, result.covariance)
+    attrs = model.attrs
     assert attrs["loss"] == "mmd" and attrs["seed"] == 5 and attrs["shots"] == 5
     assert attrs["mmd_bandwidth"] == pytest.approx(result.bandwidth)
-    assert generator.norm == "stored" and not generator.training
+    assert attrs["covariance_shrinkage"] == result.shrinkage == 0.1
+    assert model.generator.norm == "stored" and not model.generator.training
     with torch.no_grad():
-        assert torch.equal(generator(codes), result.generator(result.codes))
+        assert torch.equal(model.generator(model.codes), result.generator(result.codes))
 
 
 def test_gan_file_round_trip(tmp_path: Path) -> None:
-    result = train_wgan_gp(_corpus(), **{**GAN_SETTINGS, "iterations": 1, "critic_steps": 1})
+    settings = {**GAN_SETTINGS, "iterations": 1, "critic_steps": 1}
+    result = train_wgan_gp(_corpus(), settings, GAN_RUN)
     path = tmp_path / "generator.h5"
     save_gan(path, result.generator, {"iterations": 1})
     generator = load_gan(path)
@@ -259,7 +283,7 @@ def test_gan_file_round_trip(tmp_path: Path) -> None:
 
 
 def test_sample_grid_is_seeded_uint8(faces: torch.Tensor) -> None:
-    result = pretrain_lowshot(faces, iterations=1, width=WIDTH, progress=False)
+    result = pretrain_lowshot(faces, lowshot_config(iterations=1), run_of(0), loss="l2")
     grid = sample_grid(result.generator, 5, seed=0, mean=result.mean, covariance=result.covariance)
     assert grid.dtype == np.uint8
     assert grid.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2, 3)  # 2 rows x 3 columns, padding 2

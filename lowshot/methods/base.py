@@ -1,0 +1,241 @@
+"""What every recovery method shares: the class it subclasses, its spec, the registry.
+
+A method is one ``RecoveryMethod`` subclass in one file of this package (or a plugin)
+decorated with ``@register``. The class owns everything about the method:
+
+- ``kind``: its name in the registry, in ``recover.methods`` and its config section
+  ``recover.<kind>``; ``settings``: the JSON-schema properties of that section, each with
+  its default (the one home of the method's defaults); ``settings_from``: other methods
+  whose sections it also runs with (IAGAN runs CSGM first);
+- ``method_names(config)`` and ``parse(name)``: the workflow names of its instances
+  (one, its kind, unless the method is a family such as ``lowshot-<loss>-S<shots>``);
+- ``model``: the trained model its jobs need: None, ``"gan"`` (the WGAN-GP generator)
+  or ``"lowshot"`` (the low-shot model of the instance's loss and shots);
+- ``method_label``/``line_style``/``order``: its name, line and place in tables and figures;
+- ``run``: the recovery itself, batched over the images of a job.
+
+Seeds: the caller passes one seed per image, derived from (config seed, method name,
+problem name, image id); a method derives its sub-streams with ``derive_seed(seed, ...)``
+and draws on the CPU (``lowshot.seeds.seeded_generator``), so results are the same on
+every device and do not depend on which images share a job.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from lowshot.methods.engine import RecoveryResult, StageResult
+from lowshot.problems import Operator
+from lowshot.registry import Registry
+
+log = logging.getLogger(__name__)
+
+METHODS: Registry[type[RecoveryMethod]] = Registry("method", "lowshot.methods")
+register = METHODS.register
+
+
+@dataclass(frozen=True)
+class RecoveryTask:
+    """One job's recovery, as a method's ``run`` receives it.
+
+    operator: the problem's operator on the device; y: (N, m) float32 measurements on the
+    device; seeds: one per image; settings: resolved (defaults filled in); model: what the
+    method's ``model`` names, loaded (or None); latent_dim: size of z when no model fixes
+    it; precision: "fp32" or "bf16"; progress: show progress bars.
+    """
+
+    operator: Operator
+    y: torch.Tensor
+    seeds: list[int]
+    settings: Mapping[str, Any]
+    model: Any
+    latent_dim: int
+    precision: str
+    progress: bool
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The engine's keyword options (``optimise_latent``/``optimise_joint``)."""
+        return {"precision": self.precision, "progress": self.progress}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method instance: ``kind`` (its class), ``name`` (the workflow's wildcard) and,
+    for methods fitted to S examples with a loss, ``loss`` and ``shots``."""
+
+    kind: str
+    name: str
+    loss: str | None = None
+    shots: int | None = None
+
+
+class RecoveryMethod(abc.ABC):
+    """Base class of recovery methods (module docstring). Methods are stateless: every
+    hook is a classmethod."""
+
+    kind: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    settings_from: ClassVar[tuple[str, ...]] = ()
+    model: ClassVar[str | None] = None
+    label: ClassVar[str] = ""
+    style: ClassVar[Mapping[str, Any]] = {}
+    # Position in tables and figures (smaller first); part of recover.methods by default.
+    order: ClassVar[int] = 100
+    enabled_by_default: ClassVar[bool] = True
+
+    @classmethod
+    def method_names(cls, config: Mapping[str, Any]) -> list[str]:
+        """The instances a (validated) config runs; by default the one named ``kind``."""
+        del config
+        return [cls.kind]
+
+    @classmethod
+    def parse(cls, name: str) -> MethodSpec | None:
+        """The spec of ``name`` when it names an instance of this method, else None."""
+        return MethodSpec(cls.kind, name) if name == cls.kind else None
+
+    @classmethod
+    def method_label(cls, spec: MethodSpec) -> str:
+        """The instance's name in tables and figures."""
+        del spec
+        return cls.label or cls.kind
+
+    @classmethod
+    def line_style(cls, spec: MethodSpec, siblings: Sequence[MethodSpec]) -> dict[str, Any]:
+        """Matplotlib style of the instance's line in Figure 1 (``siblings``: every
+        instance of this kind in the figure)."""
+        del spec, siblings
+        return dict(cls.style)
+
+    @classmethod
+    def sort_key(cls, spec: MethodSpec) -> tuple[Any, ...]:
+        """Order among the instances of this kind."""
+        return (spec.name,)
+
+    @classmethod
+    def restarts(cls, settings: Mapping[str, Any]) -> int:
+        """Random initialisations tried per image."""
+        del settings
+        return 1
+
+    @classmethod
+    @abc.abstractmethod
+    def run(cls, task: RecoveryTask) -> StageResult:
+        """Recover the N images of ``task.y`` on its device, batched."""
+
+
+def resolve_settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``settings`` over the defaults of method ``kind``; unknown keys are an error.
+
+    The sections of ``settings_from`` are nested under their kinds (``iagan["csgm"]``).
+    """
+    cls = METHODS[kind]
+    defaults = {key: copy.deepcopy(schema["default"]) for key, schema in cls.settings.items()}
+    given = dict(settings or {})
+    known = {*defaults, *cls.settings_from}
+    unknown = set(given) - known
+    if unknown:
+        raise ValueError(f"{kind} settings: unknown keys {sorted(unknown)}; known {sorted(known)}")
+    resolved = {**defaults, **given}
+    for other in cls.settings_from:
+        resolved[other] = resolve_settings(other, given.get(other))
+    return resolved
+
+
+def recover(
+    method: str,
+    operator: Operator,
+    y: torch.Tensor,
+    *,
+    seeds: Sequence[int],
+    settings: Mapping[str, Any] | None = None,
+    model: Any = None,
+    latent_dim: int = 128,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    progress: bool = True,
+    max_batch: int | None = None,
+) -> RecoveryResult:
+    """Recover N images from their measurements y (N, m) with method kind ``method``.
+
+    operator: the problem's operator, on ``device``.
+    seeds: one per image, from (config seed, method name, problem name, image id).
+    settings: the method's settings (``lowshot.config.method_settings``); missing keys
+        take the method's defaults.
+    model: what the method's ``model`` names, loaded (``lowshot.io.load_gan`` or
+        ``load_lowshot``); the untrained network takes an optional template generator.
+    latent_dim: size of z when no model fixes it.
+    precision: "fp32", or "bf16" autocast of the generator on CUDA (losses stay fp32).
+    max_batch: recover at most this many images at once (memory); None: all at once.
+        The result does not depend on it.
+    Returns images (N, 3, 64, 64) in [-1, 1] on the CPU and per-image diagnostics.
+    """
+    cls = METHODS[method]
+    resolved = resolve_settings(method, settings)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    device = torch.device(device)
+    y = torch.as_tensor(y).to(device=device, dtype=torch.float32)
+    n = y.shape[0]
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"recover: {n} measurement rows but {len(seeds)} seeds")
+    if y.shape[1] != operator.m:
+        raise ValueError(f"recover: y has {y.shape[1]} measurements, operator {operator.m}")
+    if cls.model is not None and model is None:
+        raise ValueError(f"{method} needs its {cls.model} model")
+    if max_batch is not None and n > max_batch:
+        return RecoveryResult.concat(
+            [
+                recover(
+                    method,
+                    operator,
+                    y[start : start + max_batch],
+                    seeds=seeds[start : start + max_batch],
+                    settings=resolved,
+                    model=model,
+                    latent_dim=latent_dim,
+                    device=device,
+                    precision=precision,
+                    progress=progress,
+                )
+                for start in range(0, n, max_batch)
+            ]
+        )
+    stage = cls.run(
+        RecoveryTask(operator, y, seeds, resolved, model, latent_dim, precision, progress)
+    )
+    result = RecoveryResult(
+        images=stage.images.detach().cpu(),
+        measurement_loss=stage.loss.detach().cpu().double().numpy(),
+        iterations=stage.iterations.cpu().numpy().astype(np.int64),
+        restarts=np.full(n, cls.restarts(resolved), dtype=np.int64),
+        diverged=stage.diverged.cpu().numpy().astype(bool),
+    )
+    if result.diverged.any():
+        log.warning(
+            "%s on %s: %d of %d images diverged (flagged, not averaged)",
+            method,
+            operator.name,
+            int(result.diverged.sum()),
+            n,
+        )
+    log.info(
+        "%s on %s: %d images, median measurement loss %.4g",
+        method,
+        operator.name,
+        n,
+        float(np.nanmedian(result.measurement_loss)) if n else math.nan,
+    )
+    return result

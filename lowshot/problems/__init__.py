@@ -1,0 +1,74 @@
+"""Inverse problems: one file per operator family, each registering itself.
+
+``PROBLEMS`` holds the families (``lowshot.problems.base.Operator`` subclasses) by kind;
+every module of this package is imported on first use, and plugins (config key
+``plugins``) add more. The functions below are how the rest of the pipeline asks about
+problems; none of it names a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from lowshot.problems.base import (
+    IMAGE_SHAPE,
+    IMAGE_SIZE,
+    PROBLEMS,
+    GaussianNoise,
+    Operator,
+    ProblemSpec,
+    measure,
+    register,
+)
+
+__all__ = [
+    "IMAGE_SHAPE",
+    "IMAGE_SIZE",
+    "PROBLEMS",
+    "GaussianNoise",
+    "Operator",
+    "ProblemSpec",
+    "family",
+    "make_operator",
+    "measure",
+    "noise_std",
+    "parse_problem",
+    "problem_specs",
+    "register",
+    "sort_key",
+]
+
+
+parse_problem = PROBLEMS.parse
+family = PROBLEMS.family
+
+
+def problem_specs(config: Mapping[str, Any]) -> list[ProblemSpec]:
+    """The problems of a (validated) config: families by ``order``, names as each gives them."""
+    sections = config["problems"]
+    specs = []
+    for cls in sorted(PROBLEMS, key=lambda c: c.order):
+        if cls.kind in sections:
+            specs += [parse_problem(name) for name in cls.problem_names(sections[cls.kind])]
+    return specs
+
+
+def sort_key(spec: ProblemSpec) -> tuple[int, str, float]:
+    """Tables' order: family ``order``, then the family's parameter."""
+    cls = PROBLEMS[spec.kind]
+    return (cls.order, cls.kind, spec.ratio if spec.ratio is not None else float("inf"))
+
+
+def make_operator(
+    spec: ProblemSpec, *, config_seed: int, device: str | torch.device = "cpu"
+) -> Operator:
+    """The operator of ``spec`` on ``device``."""
+    return PROBLEMS[spec.kind].build(spec, config_seed=config_seed, device=device)
+
+
+def noise_std(config: Mapping[str, Any], name: str) -> float:
+    """The measurement-noise std of a problem name: ``problems.<kind>.noise_std``."""
+    return float(config["problems"][parse_problem(name).kind]["noise_std"])

@@ -1,0 +1,85 @@
+"""Training: WGAN-GP on a corpus, low-shot pre-training (eq. 1) and the codes' Gaussian,
+resumable checkpoints, sample grids and loss logs.
+
+Modules: ``settings`` (the config sections the trainers take), ``loop`` (``TrainingRun``,
+the resumable loop, checkpoints, batch-norm calibration, loss-log CSV), ``wgan_gp``
+(``train_wgan_gp``), ``pretrain`` (``pretrain_lowshot``), ``samples`` (``sample_grid``).
+The model files they produce are written and read by ``lowshot.io`` (``save_gan``,
+``load_gan``, ``save_lowshot``, ``load_lowshot``); the Gaussian is ``lowshot.gaussian``.
+
+Settings and runs
+-----------------
+A trainer takes what it learns, its config section (``gan`` or ``lowshot``), as one
+mapping in which every training key is required: the config schema is the one home of
+their defaults (``lowshot.config.schema_defaults``). See ``lowshot.training.settings``.
+How it runs is one ``TrainingRun``: ``latent_dim``, ``seed``, ``device`` and
+``precision`` (required, from the config), and the run mechanics ``checkpoint_path``,
+``progress``, ``stop_after`` and ``width``::
+
+    train_wgan_gp(images, settings, run)
+    pretrain_lowshot(images, settings, run, loss="l2")
+
+Reproducibility and resuming
+----------------------------
+Every random draw comes from a CPU ``torch.Generator``,
+``seeded_generator(derive_seed(seed, stage, name))`` (never from torch's global
+generator), and those generators' states are checkpointed together with the networks,
+the Adam optimisers, the step and the loss log. A run that is killed and restarted with
+the same arguments resumes from its last checkpoint and, on the CPU, finishes *bit for
+bit* equal to an uninterrupted run (on CUDA up to the nondeterminism of cuDNN kernels).
+Draws are made on the CPU and then moved, so CPU and GPU runs see the same batches and
+latent codes.
+
+Checkpoints are ``torch.save`` files written atomically (``lowshot.io.atomic_path``)
+every ``checkpoint_every`` steps and at the last step. They hold the run's identity (key
+``settings``); a checkpoint whose identity differs from the call's (other seed, batch
+size, data, ...) is an error rather than silently mixed into another run.
+``iterations`` may differ (a run can be extended), but not be smaller than the
+checkpoint's step. The checkpoint file is left in place when training finishes;
+deleting it is the caller's business.
+
+``TrainingRun(stop_after=k)`` makes training return right after step k *as if it had been killed
+there*: nothing beyond the regular checkpoints is written, so a rerun resumes from the
+last multiple of ``checkpoint_every`` and redoes the steps after it. The result then has
+``finished=False``. It exists to test resuming.
+
+Batch norm after training
+-------------------------
+Both trainings run the generator in norm mode ``"batch"`` (each forward pass normalised
+by its own batch's statistics). Recovery uses mode ``"stored"``, i.e. the running
+statistics, which during training are only an exponential average over recent batches
+(and use the unbiased variance, unlike the normalisation itself). So when training
+finishes, ``calibrate_batch_norm`` replaces them with the exact pooled statistics
+(mean and biased variance) of the final network's layer inputs:
+- low-shot: of the one full batch of the S fitted codes, so that G(z_i) in mode
+  ``"stored"`` equals the fitted G(z_i) of training mode (up to rounding);
+- WGAN-GP: of ``gan.calibration_samples`` fresh N(0, I) codes (in batches of
+  ``GAN_CALIBRATION_BATCH``), the population statistics that the generator's training
+  batches estimate.
+The returned generators are on the CPU, in eval mode with ``norm = "stored"``.
+
+"""
+
+from __future__ import annotations
+
+from lowshot.training.loop import TrainingRun, calibrate_batch_norm, write_log_csv
+from lowshot.training.pretrain import LOSSES, LowshotResult, pretrain_lowshot
+from lowshot.training.samples import sample_grid
+from lowshot.training.settings import LOWSHOT_SELECTION_KEYS, gan_settings, lowshot_settings
+from lowshot.training.wgan_gp import GAN_CALIBRATION_BATCH, GanResult, train_wgan_gp
+
+__all__ = [
+    "GAN_CALIBRATION_BATCH",
+    "LOSSES",
+    "LOWSHOT_SELECTION_KEYS",
+    "GanResult",
+    "LowshotResult",
+    "TrainingRun",
+    "calibrate_batch_norm",
+    "gan_settings",
+    "lowshot_settings",
+    "pretrain_lowshot",
+    "sample_grid",
+    "train_wgan_gp",
+    "write_log_csv",
+]

@@ -1,0 +1,154 @@
+"""Low-shot pre-training, eq. (1): the generator and one code per example, jointly; then
+the Gaussian fitted to the codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lowshot.devices import autocast
+from lowshot.gaussian import fit_gaussian
+from lowshot.losses import l2_loss, median_bandwidth, mmd_loss
+from lowshot.metrics import psnr
+from lowshot.models import Generator
+from lowshot.seeds import derive_seed, seeded_generator
+from lowshot.training import loop
+from lowshot.training.loop import TrainingRun
+from lowshot.training.settings import lowshot_settings
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("l2", "mmd")
+
+
+@dataclass
+class LowshotResult:
+    """A low-shot pre-training run (eq. 1).
+
+    generator: on the CPU, ``norm = "stored"`` with calibrated statistics (package doc).
+    codes: (S, latent) float32, the fitted z_i, row i paired with example i.
+    mean: (latent,), covariance: (latent, latent) float32, the shrunk Gaussian fitted to
+    the codes (``lowshot.gaussian.fit_gaussian`` with ``shrinkage``). log: dicts with
+    step, loss, fit_psnr (mean PSNR in dB of the training-mode G(z_i) against x_i).
+    bandwidth: the MMD alpha used (None for l2).
+    """
+
+    generator: Generator
+    codes: torch.Tensor
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    log: list[dict[str, float]]
+    bandwidth: float | None
+    loss: str
+    start_step: int
+    step: int
+    finished: bool
+    shrinkage: float
+
+
+def pretrain_lowshot(
+    images: torch.Tensor | np.ndarray,
+    settings: Mapping[str, Any],
+    run: TrainingRun,
+    *,
+    loss: str,
+) -> LowshotResult:
+    """Low-shot pre-training, eq. (1): theta and one code z_i per example, jointly.
+
+    images: the S examples x_i, (S, 3, 64, 64) float in [-1, 1] (or uint8 (S, 64, 64, 3)).
+    settings: the config's ``lowshot`` section: its training keys all
+    required; ``shots`` and ``losses`` may be present and are ignored (``lowshot_settings``).
+    run: how it runs (``TrainingRun``: latent size, seed, device, precision, checkpoint,
+    progress bar, ``stop_after``, width).
+    Codes start as N(0, I) draws and the generator with DCGAN weights, both from ``run.seed``.
+    Each of ``iterations`` Adam steps (``lr``, default betas) uses all S examples at once
+    (full batch, generator norm ``"batch"``). ``loss``: ``"l2"`` (eq. 4, ``l2_loss``, G(z_i)
+    paired with x_i) or ``"mmd"`` (eq. 5, ``mmd_loss``, a distribution match without
+    pairing), with alpha = ``mmd_bandwidth`` or, for ``"median"``, ``median_bandwidth`` of
+    the examples, computed once. ``run.precision="bf16"`` autocasts the generator on CUDA; the
+    loss is always computed in float32. After the last step the BN statistics are
+    calibrated on the codes and the Gaussian is fitted (``fit_gaussian`` with
+    ``covariance_shrinkage``). ``iterations=0`` gives the calibrated initial network.
+    Checkpointing, resuming and ``stop_after``: package docstring.
+    """
+    config = lowshot_settings(settings)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
+    latent_dim, seed, precision = run.latent_dim, run.seed, run.precision
+    dev = loop._device(run.device)
+    targets = loop._to_float(loop._as_images(images), dev)
+    if targets.shape[0] < 2:
+        raise ValueError("pre-training needs at least two examples")
+    mmd_bandwidth = config["mmd_bandwidth"]
+    bandwidth: float | None = None
+    if loss == "mmd":
+        bandwidth = median_bandwidth(targets) if mmd_bandwidth == "median" else float(mmd_bandwidth)
+        log.info("MMD bandwidth alpha = %.6g (%s)", bandwidth, mmd_bandwidth)
+    stage = "lowshot"
+    identity = {
+        "kind": stage,
+        "loss": loss,
+        "latent_dim": latent_dim,
+        "lr": float(config["lr"]),
+        "mmd_bandwidth": mmd_bandwidth if isinstance(mmd_bandwidth, str) else float(mmd_bandwidth),
+        "seed": int(seed),
+        "precision": precision,
+        "log_every": config["log_every"],
+        "width": run.width,
+        "data": loop._fingerprint(targets.cpu()),
+    }
+    generator = loop._new_generator(run, stage, dev)
+    initial_codes = torch.randn(
+        targets.shape[0], latent_dim, generator=seeded_generator(derive_seed(seed, stage, "codes"))
+    )
+    codes = nn.Parameter(initial_codes.to(dev))
+    optimiser = torch.optim.Adam([*generator.parameters(), codes], lr=config["lr"])
+
+    def objective(generated: torch.Tensor) -> torch.Tensor:
+        if loss == "l2":
+            return l2_loss(generated, targets)
+        return mmd_loss(generated, targets, bandwidth)  # type: ignore[arg-type]
+
+    def step() -> Callable[[], dict[str, float]]:
+        with autocast(dev, precision):
+            generated = generator(codes)
+        value = objective(generated.float())
+        optimiser.zero_grad(set_to_none=True)
+        value.backward()
+        optimiser.step()
+        return lambda: {
+            "loss": float(value.detach()),
+            "fit_psnr": float(psnr(generated.detach(), targets).mean()),
+        }
+
+    outcome = loop.train_loop(
+        step,
+        run,
+        state={"generator": generator, "codes": codes, "optimiser": optimiser},
+        identity=identity,
+        settings=config,
+        desc=f"{stage}-{loss}",
+    )
+    fitted = codes.detach().cpu().float().clone()
+    if outcome.finished:
+        loop.calibrate_batch_norm(generator, [codes.detach()])
+    mean, covariance = fit_gaussian(fitted, config["covariance_shrinkage"])
+    return LowshotResult(
+        generator=loop._finish_generator(generator),
+        codes=fitted,
+        mean=mean,
+        covariance=covariance,
+        log=outcome.log,
+        bandwidth=bandwidth,
+        loss=loss,
+        start_step=outcome.start_step,
+        step=outcome.step,
+        finished=outcome.finished,
+        shrinkage=config["covariance_shrinkage"],
+    )
