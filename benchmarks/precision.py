@@ -4,8 +4,8 @@ On the current device (bf16 only changes anything on CUDA) it
 1. times WGAN-GP training steps on the GAN corpus in fp32 and in bf16 (iterations/s);
 2. pre-trains one low-shot model (``--loss``, ``--shots``) in fp32 and in bf16, timing both
    and printing the final fit PSNR of each;
-3. recovers ``--images`` test images with the fp32 low-shot model (``lowshot`` method, the
-   paper's 1,250 z steps and 350 joint steps unless changed) for compressed sensing at each
+3. recovers ``--images`` test images with the fp32 low-shot model (``lowshot`` method,
+   ``--z-steps`` z steps and ``--joint-steps`` joint steps) for compressed sensing at each
    ``--ratios`` and for colorization, once in fp32 and once in bf16, and prints the mean
    PSNR of each, the mean and largest per-image difference, and the wall time.
 The last line is one JSON object with every figure.
@@ -31,6 +31,7 @@ from lowshot.config import schema_defaults
 from lowshot.devices import log_device, resolve_device
 from lowshot.io import LowshotModel
 from lowshot.methods import recover
+from lowshot.methods.engine import JOINT_STAGE, LATENT_SEARCH
 from lowshot.metrics import psnr
 from lowshot.problems import GaussianNoise, make_operator, measure, parse_problem
 from lowshot.seeds import derive_seed
@@ -50,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument("--pretrain-iterations", type=int, default=5000)
     parser.add_argument("--gan-iterations", type=int, default=100)
-    parser.add_argument("--z-steps", type=int, default=1250)
-    parser.add_argument("--joint-steps", type=int, default=350)
+    parser.add_argument("--z-steps", type=int, default=LATENT_SEARCH["steps"])
+    parser.add_argument("--joint-steps", type=int, default=JOINT_STAGE["steps"])
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 

@@ -11,6 +11,7 @@ home, the schema's file or the class that registers a section.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import sys
@@ -102,7 +103,6 @@ def validate_config(
     offending key (e.g. ``problems.compressed_sensing.ratios[0]``), for schema violations
     and for the cross-key checks of ``check_config``.
     """
-    import jsonschema
 
     from lowshot.registry import load_plugins
 
@@ -118,13 +118,31 @@ def validate_config(
         raise ConfigError(str(error)) from None
     schema = load_schema()
     _fill_defaults(schema, config)
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path)
-    )
+    errors = sorted(_validator_class()(schema).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         raise ConfigError("\n".join(describe_error(error) for error in errors))
     check_config(config)
     return config
+
+
+def _validator_class() -> type[jsonschema.protocols.Validator]:
+    """Draft 2020-12, stricter on numbers: an integer key takes no float (``n_test: 2.0``
+    would fail later with an error that names no key) and a number key takes no NaN or
+    infinity (``noise_std: .nan`` would silently mean no noise)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many(
+        {
+            "integer": lambda _, value: isinstance(value, int) and not isinstance(value, bool),
+            "number": lambda _, value: (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ),
+        }
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
 
 
 def describe_error(error: jsonschema.ValidationError) -> str:
@@ -138,6 +156,9 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum":
         known = ", ".join(map(str, error.validator_value))
         return f"{key}: unknown value {error.instance!r}; known: {known}"
+    if error.validator == "type" and isinstance(error.instance, float):
+        what = "a whole number" if "integer" in str(error.validator_value) else "a finite number"
+        return f"{key}: {error.instance!r} is not {what}"
     if (
         error.validator == "type"
         and isinstance(error.instance, str)
@@ -185,6 +206,12 @@ def check_config(config: dict[str, Any]) -> None:
         )
     from lowshot.methods import METHODS, parse_method
 
+    for kind in config["recover"]["methods"]:
+        first = METHODS[kind].starts_from
+        if first is not None and first not in config["recover"]["methods"]:
+            raise ConfigError(
+                f"recover.methods: {kind} starts from {first}'s result; add {first} to the list"
+            )
     run = set(method_names(config))
     for name in config["report"]["figure2_methods"]:
         try:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # imported lazily: the data stage writes HDF5 without loading
 RECOVERY_FIELDS: dict[str, str] = {
     "image_ids": "(N,) str, CelebA ids of the recovered test images",
     "recovered": "(N, 64, 64, 3) uint8, recovered images",
+    "z": "(N, latent) float32, the returned image's latent code (see RecoveryResult.z)",
     "psnr": "(N,) float64, PSNR in dB on [0, 1]",
     "ssim": "(N,) float64, SSIM on [0, 1]",
     "measurement_loss": "(N,) float64, final 0.5 * ||A x_hat - y||^2",

@@ -11,17 +11,26 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from lowshot import data, images, methods, metrics, problems, training
 from lowshot.devices import peak_memory_mb, prepare_device
-from lowshot.io import atomic_path, load_gan, load_lowshot, save_gan, save_lowshot, write_recovery
+from lowshot.io import (
+    atomic_path,
+    load_gan,
+    load_lowshot,
+    read_recovery,
+    save_gan,
+    save_lowshot,
+    write_recovery,
+)
 from lowshot.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -128,7 +137,8 @@ def pretrain_lowshot_job(
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
     images = data.load_images(images_h5, split.shots[shots])
-    job_seed = derive_seed(runtime.seed, "pretrain_lowshot", loss, shots)
+    # One seed for every (loss, S): the same theta_0 and nested initial codes (paired).
+    job_seed = derive_seed(runtime.seed, "pretrain_lowshot")
     run = _training_run(runtime, torch_device, job_seed, checkpoint, options)
     result = training.pretrain_lowshot(images, settings, run, loss=loss)
     attrs = {"loss": loss, "shots": shots, "seed": job_seed, **_flat(settings)}
@@ -145,6 +155,32 @@ MODEL_LOADERS: dict[str, Callable[[PathLike], Any]] = {
 }
 
 
+def method_seeds(seed: int, method: str, problem: str, image_ids: Sequence[str]) -> list[int]:
+    """One seed per image for a method's draws: from (config seed, the method's
+    ``seed_name``, problem, image id), so instances with one seed name are paired."""
+    spec = methods.parse_method(method)
+    name = methods.family(spec).seed_name(spec)
+    return [derive_seed(seed, name, problem, image_id) for image_id in image_ids]
+
+
+def read_start(path: PathLike, image_ids: Sequence[str]) -> methods.RecoveryResult:
+    """The recovery file of the method a job starts from, for the job's ``image_ids``.
+
+    Raises when the file holds other images (a shard of another split or size)."""
+    fields, _ = read_recovery(path)
+    found = [str(i) for i in fields["image_ids"]]
+    if found != list(image_ids):
+        raise ValueError(f"{path} holds images {found}, the job recovers {list(image_ids)}")
+    return methods.RecoveryResult(
+        images=images.to_float(fields["recovered"]),
+        z=torch.as_tensor(fields["z"], dtype=torch.float32),
+        measurement_loss=np.asarray(fields["measurement_loss"], dtype=np.float64),
+        iterations=np.asarray(fields["iterations"], dtype=np.int64),
+        restarts=np.asarray(fields["restarts"], dtype=np.int64),
+        diverged=np.asarray(fields["diverged"], dtype=bool),
+    )
+
+
 def recover_job(
     images_h5: PathLike,
     splits_h5: PathLike,
@@ -157,12 +193,14 @@ def recover_job(
     settings: Mapping[str, Any],
     noise_std: float,
     runtime: Runtime,
+    start_h5: PathLike | None = None,
 ) -> None:
     """Recover the test images at ``positions`` (start, stop) of the split; write the results.
 
     The operator's seed derives from (seed, problem) alone, so every method sees the same
     A; measurement noise from (seed, problem, image id), so every method sees the same y;
-    the method's own draws from (seed, method, problem, image id).
+    the method's own draws from ``method_seeds``. ``start_h5``: the recovery file of the
+    method's ``starts_from`` method for the same shard.
     """
     seed = runtime.seed
     torch_device = prepare_device(runtime.device, runtime.threads)
@@ -176,21 +214,27 @@ def recover_job(
     operator = problems.make_operator(the_problem, config_seed=seed, device=torch_device)
     noise_seeds = [derive_seed(seed, "noise", problem, image_id) for image_id in image_ids]
     measurements = problems.measure(operator, problems.GaussianNoise(noise_std), truth, noise_seeds)
-    method_seeds = [derive_seed(seed, method, problem, image_id) for image_id in image_ids]
+    seeds = method_seeds(seed, method, problem, image_ids)
     model = None
     if method_class.model is not None:
         if model_h5 is None:
             raise ValueError(f"{method} needs its {method_class.model} model file")
         model = MODEL_LOADERS[method_class.model](model_h5)
+    start = None
+    if method_class.starts_from is not None:
+        if start_h5 is None:
+            raise ValueError(f"{method} needs the recovery file of {method_class.starts_from}")
+        start = read_start(start_h5, image_ids)
 
     started = time.perf_counter()
     result = methods.recover(
         the_method.kind,
         operator,
         measurements,
-        seeds=method_seeds,
+        seeds=seeds,
         settings=settings,
         model=model,
+        start=start,
         latent_dim=runtime.latent_dim,
         device=torch_device,
         precision=runtime.precision,
@@ -202,13 +246,14 @@ def recover_job(
     fields = {
         "image_ids": image_ids,
         "recovered": images.to_uint8(recovered),
+        "z": result.z.detach().float().cpu().numpy(),
         "psnr": metrics.psnr(recovered, truth),
         "ssim": metrics.ssim(recovered, truth),
         "measurement_loss": np.asarray(result.measurement_loss, dtype=np.float64),
         "iterations": np.asarray(result.iterations, dtype=np.int64),
         "restarts": np.asarray(result.restarts, dtype=np.int64),
         "diverged": np.asarray(result.diverged, dtype=bool),
-        "seed": np.asarray(method_seeds, dtype=np.int64),
+        "seed": np.asarray(seeds, dtype=np.int64),
         "seconds": np.full(n, seconds / max(n, 1)),
     }
     attrs = {

@@ -4,7 +4,8 @@
 shard{k}.h5``, layout in ``lowshot.io.RECOVERY_FIELDS``; any number of shards per job)
 into one row per (problem, method, image);
 ``summarize`` reduces it to mean, standard deviation and a Student-t 95% confidence
-interval of the PSNR over the test images of every (problem, ratio, method, loss, shots).
+interval of the PSNR over the test images of every (problem, ratio, method, loss, shots),
+and to the mean paired PSNR difference to the untrained network on the same images.
 A diverged image (flagged by the recovery, or with a non-finite PSNR) is left out of every
 mean and counted in ``n_diverged``; it is never averaged in silently.
 
@@ -64,8 +65,17 @@ SUMMARY_COLUMNS: list[str] = [
     "psnr_ci_high",
     "ssim_mean",
     "ssim_std",
+    "diff_untrained_mean",
+    "diff_untrained_ci_low",
+    "diff_untrained_ci_high",
+    "n_paired",
 ]
 CONFIDENCE = 0.95
+# The method kind of the summary's paired differences (``diff_untrained_*``): the
+# untrained network, the one baseline without a learned prior.
+REFERENCE_KIND = "untrained"
+# What pairs two methods' rows: the same test image of the same problem.
+UNIT_COLUMNS: list[str] = ["problem", "image_id"]
 
 
 # --- per-image table ---------------------------------------------------------------
@@ -214,21 +224,81 @@ def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[floa
     return mean, std, half
 
 
+def paired_differences(treatment: pd.DataFrame, control: pd.DataFrame) -> pd.Series:
+    """PSNR of ``treatment`` minus ``control`` (dB) on every image both recovered.
+
+    ``treatment``, ``control``: metrics rows (``METRIC_COLUMNS``), typically one method
+    each. Rows are paired on ``UNIT_COLUMNS`` (problem, image); a pair with an
+    ``excluded`` row on either side is left out (pairwise exclusion). Returns a float
+    Series indexed by (problem, image_id), sorted; empty when nothing pairs. Raises
+    ``ValueError`` when one side has the same image of a problem twice.
+    """
+    joined = pd.concat(
+        {"treatment": unit_psnr(treatment), "control": unit_psnr(control)},
+        axis=1,
+        join="inner",
+    )
+    return (joined["treatment"] - joined["control"]).sort_index().rename("psnr_difference")
+
+
+def unit_psnr(rows: pd.DataFrame) -> pd.Series:
+    """PSNR (dB) of the rows not ``excluded``, indexed by ``UNIT_COLUMNS``.
+
+    Raises ``ValueError`` naming the rows when a (problem, image) appears twice.
+    """
+    keep = ~(rows["diverged"].to_numpy(dtype=bool) | ~np.isfinite(rows["psnr"].to_numpy(float)))
+    kept = rows.loc[keep]
+    repeated = kept.duplicated(UNIT_COLUMNS, keep=False)
+    if repeated.any():
+        units = kept.loc[repeated, [*UNIT_COLUMNS, "method"]].to_string(index=False)
+        raise ValueError(f"cannot pair images that appear more than once:\n{units}")
+    return kept.set_index(UNIT_COLUMNS)["psnr"].astype(np.float64)
+
+
+def reference_interval(
+    group: pd.DataFrame, reference: pd.DataFrame | None, confidence: float = CONFIDENCE
+) -> dict[str, float | int]:
+    """``diff_untrained_*`` and ``n_paired`` of one job against its problem's reference.
+
+    ``group``: one job's metrics rows; ``reference``: the reference method's rows of the
+    same problem, or None when the problem has none (then NaN and ``n_paired`` 0).
+    The interval is ``t_interval`` of the paired differences (``paired_differences``).
+    """
+    differences = (
+        paired_differences(group, reference).to_numpy() if reference is not None else np.empty(0)
+    )
+    mean, _, half = t_interval(differences, confidence)
+    return {
+        "diff_untrained_mean": mean,
+        "diff_untrained_ci_low": mean - half,
+        "diff_untrained_ci_high": mean + half,
+        "n_paired": len(differences),
+    }
+
+
 def summarize(metrics: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Mean, std and Student-t CI of PSNR (mean/std of SSIM) per job, diverged excluded.
 
     ``metrics``: a ``metrics_table``. Returns ``SUMMARY_COLUMNS``, one row per (problem,
     ratio, method, loss, shots): ``n`` images recovered, ``n_diverged`` of them left out,
     the statistics over the remaining ``n - n_diverged``; ``psnr_ci_low/high`` =
-    mean ∓ half-width.
+    mean ∓ half-width. ``diff_untrained_mean/ci_low/ci_high``: mean PSNR difference (dB)
+    to the untrained network (``REFERENCE_KIND``) over the ``n_paired`` images both
+    recovered without diverging, with its Student-t interval (0 for the untrained
+    network itself; NaN with ``n_paired`` 0 where the problem has no untrained rows).
     """
     drop = excluded(metrics)
+    # The flag now covers non-finite PSNRs too, so pairing never warns about them again.
+    flagged = metrics.assign(diverged=drop.to_numpy())
+    is_reference = flagged["method_kind"] == REFERENCE_KIND
+    references = dict(tuple(flagged.loc[is_reference].groupby("problem", sort=False)))
     rows = []
     # dropna=False: ratio is NaN for colorization, loss/shots missing for baselines.
-    for keys, group in metrics.groupby(GROUP_COLUMNS, dropna=False, sort=False):
+    for keys, group in flagged.groupby(GROUP_COLUMNS, dropna=False, sort=False):
         kept = group.loc[~drop.loc[group.index]]
         psnr_mean, psnr_std, psnr_half = t_interval(kept["psnr"].to_numpy(), confidence)
         ssim = kept["ssim"].to_numpy(dtype=np.float64)
+        problem = dict(zip(GROUP_COLUMNS, keys, strict=True))["problem"]
         rows.append(
             {
                 **dict(zip(GROUP_COLUMNS, keys, strict=True)),
@@ -241,6 +311,7 @@ def summarize(metrics: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataF
                 "psnr_ci_high": psnr_mean + psnr_half,
                 "ssim_mean": float(ssim.mean()) if ssim.size else math.nan,
                 "ssim_std": float(ssim.std(ddof=1)) if ssim.size > 1 else math.nan,
+                **reference_interval(group, references.get(problem), confidence),
             }
         )
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -364,7 +435,8 @@ def _latex_cell(text: str) -> str:
     return text.replace("—", "---").replace("%", r"\%")
 
 
-def _write_text(path: str | os.PathLike[str], text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8, ending in a newline) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
 
@@ -382,19 +454,29 @@ def write_summary_csv(summary: pd.DataFrame, path: str | os.PathLike[str]) -> No
 
 
 def write_summary_markdown(summary: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    _write_text(path, summary_markdown(summary))
+    write_text(path, summary_markdown(summary))
 
 
 def write_summary_latex(summary: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    _write_text(path, summary_latex(summary))
+    write_text(path, summary_latex(summary))
 
 
 def read_summary_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read ``psnr_summary.csv`` back with the dtypes ``summarize`` produced."""
-    summary = pd.read_csv(path, dtype={"problem": str, "method": str, "loss": object})
-    summary["shots"] = summary["shots"].astype("Int64")
-    summary["loss"] = summary["loss"].where(summary["loss"].notna(), None)
-    return summary
+    return _read_table(path)
+
+
+def read_metrics_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``metrics.csv`` back with the dtypes ``metrics_table`` produced (ids as text)."""
+    return _read_table(path, image_id=str)
+
+
+def _read_table(path: str | os.PathLike[str], **dtypes: type) -> pd.DataFrame:
+    """A table CSV with text names, nullable-integer ``shots`` and None for no ``loss``."""
+    table = pd.read_csv(path, dtype={"problem": str, "method": str, "loss": object, **dtypes})
+    table["shots"] = table["shots"].astype("Int64")
+    table["loss"] = table["loss"].where(table["loss"].notna(), None)
+    return table
 
 
 def collect(

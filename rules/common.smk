@@ -29,14 +29,12 @@ RUNTIME = {
 }
 
 
+RECOVERY_FILE = f"{RESULTS}/recovery/{{problem}}/{{method}}/shard{{shard}}.h5"
+
+
 def recovery_files(problems=PROBLEMS, methods=METHODS):
     """Recovery outputs of the given problems and methods (every shard)."""
-    return expand(
-        f"{RESULTS}/recovery/{{problem}}/{{method}}/shard{{shard}}.h5",
-        problem=problems,
-        method=methods,
-        shard=range(SHARDS),
-    )
+    return expand(RECOVERY_FILE, problem=problems, method=methods, shard=range(SHARDS))
 
 
 RECOVERY_FILES = recovery_files()
@@ -50,13 +48,20 @@ MODEL_FILES = {
 
 
 def recover_inputs(wildcards):
-    """Data files, plus the model file the method's class asks for (if any)."""
+    """Data files, the model file the method's class asks for (if any), and the same
+    shard's recovery file of the method it starts from (if any: IAGAN from CSGM)."""
     inputs = {
         "images": f"{RESULTS}/data/images.h5",
         "splits": f"{RESULTS}/data/splits.h5",
     }
     spec = lsmethods.parse_method(wildcards.method)
-    model = lsmethods.family(spec).model
-    if model is not None:
-        inputs["model"] = MODEL_FILES[model](spec)
+    method_class = lsmethods.family(spec)
+    if method_class.model is not None:
+        inputs["model"] = MODEL_FILES[method_class.model](spec)
+    if method_class.starts_from is not None:
+        inputs["start"] = RECOVERY_FILE.format(
+            problem=wildcards.problem,
+            method=method_class.starts_from,
+            shard=wildcards.shard,
+        )
     return inputs

@@ -5,7 +5,7 @@ rule recover:
     input:
         unpack(recover_inputs),
     output:
-        f"{RESULTS}/recovery/{{problem}}/{{method}}/shard{{shard}}.h5",
+        RECOVERY_FILE,
     log:
         f"{RESULTS}/logs/recover/{{problem}}/{{method}}/shard{{shard}}.log",
     benchmark:

@@ -1,4 +1,5 @@
-# Report stage: the per-image metrics table and PSNR summary (collect_metrics), Figure 1
+# Report stage: the per-image metrics table and PSNR summary (collect_metrics), the
+# paper's claims tested on that table (check_claims: claims.{csv,md}), Figure 1
 # (PSNR against the parameter of report.figure1_problem, from the summary) and Figure 2
 # (the report.figure2_problem grid, from the recovered images). A figure is defined only
 # when the config has a problem of its kind, so asking for a figure a config cannot
@@ -24,6 +25,7 @@ FIGURE2_METHODS = [
 REPORT_TARGETS = (
     [f"{TABLES}/metrics.csv"]
     + expand(f"{TABLES}/psnr_summary.{{ext}}", ext=["csv", "md", "tex"])
+    + expand(f"{TABLES}/claims.{{ext}}", ext=["csv", "md"])
     + (
         expand(f"{FIGURES}/figure1.{{ext}}", ext=["pdf", "png"])
         if FIGURE1_ENABLED
@@ -69,6 +71,35 @@ rule collect_metrics:
         plugins=PLUGINS,
     script:
         "../scripts/collect_metrics.py"
+
+
+rule check_claims:
+    input:
+        metrics=f"{TABLES}/metrics.csv",
+    output:
+        claims_csv=report(
+            f"{TABLES}/claims.csv",
+            caption="../report/claims.rst",
+            category="Tables",
+            labels={"table": "claims"},
+        ),
+        claims_md=f"{TABLES}/claims.md",
+    log:
+        f"{RESULTS}/logs/check_claims/check_claims.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/check_claims/check_claims.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        alpha=config["claims"]["alpha"],
+        margin_db=config["claims"]["equivalence_margin_db"],
+        plugins=PLUGINS,
+    script:
+        "../scripts/check_claims.py"
 
 
 if FIGURE1_ENABLED:

@@ -18,4 +18,5 @@ recover_job(
     settings=params.settings,
     noise_std=params.noise_std,
     runtime=Runtime(**params.runtime, threads=snakemake.threads),
+    start_h5=snakemake.input.get("start"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -61,12 +62,27 @@ def test_unknown_method_or_problem_lists_the_known_ones(change: dict, message: s
 
 def test_every_error_at_once_one_line_each_with_a_yaml_hint() -> None:
     with pytest.raises(ConfigError) as error:
-        validate_config({"sede": 1, "gan": {"lr": "1e-4"}, "recover": {"csgm": {"steps": 0}}})
+        validate_config({"sede": 1, "gan": {"lr": "1e-4"}, "recover": {"csgm": {"steps": -1}}})
     lines = str(error.value).splitlines()
     assert len(lines) == 3
     assert any(line.startswith("gan.lr:") and "write 1.0e-4" in line for line in lines)
     assert any(line.startswith("recover.csgm.steps:") for line in lines)
     assert any(line.startswith("sede:") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"split": {"n_test": 2.0}}, "split.n_test: 2.0 is not a whole number"),
+        ({"problems": {"colorization": {"noise_std": math.nan}}}, "noise_std: nan is not a finite"),
+        ({"gan": {"lr": math.inf}}, "gan.lr: inf is not a finite number"),
+        ({"lowshot": {"covariance_shrinkage": -math.inf}}, "covariance_shrinkage: -inf is not"),
+        ({"recover": {"csgm": {"lr": math.nan}}}, "recover.csgm.lr: nan is not a finite number"),
+    ],
+)
+def test_numbers_that_would_crash_or_lie_later_are_errors(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(change)
 
 
 def test_figure2_methods_must_be_known_and_run() -> None:
@@ -82,7 +98,7 @@ def test_figure2_methods_must_be_known_and_run() -> None:
 def test_schema_sections_come_from_the_registered_classes() -> None:
     config = validate_config({})
     assert config["recover"]["methods"] == ["lowshot", "untrained", "csgm", "iagan"]
-    assert config["recover"]["csgm"] == {"steps": 1600, "lr": 5.0e-2, "restarts": 3}
+    assert config["recover"]["csgm"] == {"steps": 500, "lr": 0.1, "restarts": 2}
     assert config["problems"]["colorization"] == {"enabled": True, "noise_std": 0.0}
     with pytest.raises(ConfigError, match="plugins: no such file"):
         validate_config({"plugins": ["does/not/exist.py"]})
@@ -94,9 +110,8 @@ def test_schema_sections_come_from_the_registered_classes() -> None:
         "compressed_sensing",
         "colorization",
     }
-    assert schema["properties"]["recover"]["properties"]["iagan"]["properties"]["joint_lr"][
-        "default"
-    ] == pytest.approx(1e-4)
+    iagan = schema["properties"]["recover"]["properties"]["iagan"]["properties"]
+    assert iagan["joint_theta_lr"]["default"] == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/quick.yaml", "configs/test.yaml"])

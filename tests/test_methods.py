@@ -15,11 +15,27 @@ import pytest
 import torch
 from torch import nn
 
+from lowshot import jobs
 from lowshot.config import load_config
 from lowshot.io import LowshotModel
-from lowshot.methods import METHODS, RecoveryResult, method_settings, recover, resolve_settings
-from lowshot.methods.csgm import best_restart
-from lowshot.methods.engine import optimise_latent, standard_normal
+from lowshot.methods import (
+    METHODS,
+    RecoveryResult,
+    engine,
+    method_settings,
+    recover,
+    resolve_settings,
+)
+from lowshot.methods.engine import (
+    JOINT_STAGE,
+    LATENT_SEARCH,
+    best_restart,
+    optimise_joint,
+    optimise_latent,
+    stack_parameters,
+    standard_normal,
+    working_copy,
+)
 from lowshot.methods.lowshot import initial_codes
 from lowshot.models import Generator, init_dcgan_weights
 from lowshot.problems import GaussianNoise, Operator, measure
@@ -30,17 +46,16 @@ METHOD_KINDS = ("lowshot", "untrained", "csgm", "iagan")
 
 LATENT = 128
 PROBLEM = "cs-0.05"
+JOINT = {"joint_steps": 3, "joint_theta_lr": 1e-3, "joint_z_lr": 1e-3}
 FAST: dict[str, dict[str, Any]] = {
-    "lowshot": {"z_steps": 4, "z_lr": 5e-2, "joint_steps": 3, "joint_lr": 1e-3},
-    "untrained": {"steps": 4, "lr": 1e-3},
+    "lowshot": {"z_steps": 4, "z_lr": 5e-2, "restarts": 2, **JOINT},
+    "untrained": {"steps": 4, "lr": 1e-3, "window": 1},
     "csgm": {"steps": 4, "lr": 5e-2, "restarts": 2},
-    "iagan": {
-        "joint_steps": 3,
-        "joint_lr": 1e-3,
-        "csgm": {"steps": 4, "lr": 5e-2, "restarts": 2},
-    },
+    "iagan": JOINT,
 }
+# IAGAN continues CSGM's 4 steps; the window of 1 returns the untrained network's last.
 TOTAL_STEPS = {"lowshot": 7, "untrained": 4, "csgm": 4, "iagan": 7}
+RESTARTS = {"lowshot": 2, "untrained": 1, "csgm": 2, "iagan": 2}
 
 
 def small_generator(seed: int, width: int = 8) -> Generator:
@@ -117,6 +132,8 @@ def run(
         "csgm": pretrained,
         "iagan": pretrained,
     }
+    # IAGAN continues the CSGM result of the same images.
+    start = run("csgm", operator, y, ids, pretrained, prior) if method == "iagan" else None
     return recover(
         method,
         operator,
@@ -125,6 +142,7 @@ def run(
         settings=settings,
         model=models[method],
         progress=False,
+        start=start,
         **overrides,
     )
 
@@ -188,8 +206,8 @@ def test_batch_equals_one_by_one(
     assert batch.images.abs().max() <= 1
     assert not batch.diverged.any()
     assert (batch.iterations == TOTAL_STEPS[method]).all()
-    expected_restarts = 2 if method in ("csgm", "iagan") else 1
-    assert (batch.restarts == expected_restarts).all()
+    assert (batch.restarts == RESTARTS[method]).all()
+    assert batch.z.shape == (3, LATENT)
     # The images were really optimised: the three results differ from each other.
     assert not torch.allclose(batch.images[0], batch.images[1], atol=1e-3)
 
@@ -232,7 +250,12 @@ def test_untrained_builds_the_paper_dcgan_per_image(operator: Operator) -> None:
 
     def once(seed: int) -> RecoveryResult:
         return recover(
-            "untrained", operator, y, seeds=[seed], settings={"steps": 1}, progress=False
+            "untrained",
+            operator,
+            y,
+            seeds=[seed],
+            settings={"steps": 1, "window": 1},
+            progress=False,
         )
 
     first, again, other = once(1), once(1), once(2)
@@ -265,11 +288,12 @@ def test_absurd_learning_rate_diverges_and_keeps_last_finite_iterate(
     pretrained: Generator,
     prior: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
-    settings = {**FAST["lowshot"], "joint_lr": 1e30}
+    settings = {**FAST["lowshot"], "joint_theta_lr": 1e30}
     result = run("lowshot", operator, measurements, [0, 1], pretrained, prior, settings=settings)
     assert result.diverged.all()
-    # The z stage (4 steps) was fine; the first joint update overflowed theta.
-    assert result.iterations.tolist() == [5, 5]
+    # The z stage (4 steps) was fine; the first joint update overflowed theta, so the
+    # returned iterate is the z stage's last: 4 steps led to it (not the 5th that broke).
+    assert result.iterations.tolist() == [4, 4]
     assert torch.isfinite(result.images).all()
     assert np.isfinite(result.measurement_loss).all()
 
@@ -286,7 +310,7 @@ def test_prior_samples_follow_the_gaussian(prior: tuple[torch.Tensor, torch.Tens
     mean, covariance = prior
 
     def sample_prior(prior, seeds):
-        return initial_codes(*prior, seeds)
+        return initial_codes(*prior, seeds, restart=0)
 
     samples = sample_prior(prior, range(4000)).double()
     assert samples.shape == (4000, LATENT)
@@ -306,9 +330,8 @@ def test_settings_from_config_and_defaults() -> None:
     config = load_config("configs/test.yaml")
     iagan = method_settings(config, "iagan")
     assert iagan["joint_steps"] == config["recover"]["iagan"]["joint_steps"]
-    assert iagan["csgm"]["restarts"] == config["recover"]["csgm"]["restarts"]
     assert method_settings(config, "untrained")["lr"] == config["recover"]["untrained"]["lr"]
-    assert resolve_settings("lowshot", {"z_steps": 3})["joint_steps"] == 350
+    assert resolve_settings("lowshot", {"z_steps": 3})["joint_steps"] == JOINT_STAGE["steps"]
     with pytest.raises(ValueError, match="unknown keys"):
         resolve_settings("csgm", {"step": 3})
     with pytest.raises(ValueError, match=r"unknown method 'gan'; known: .*csgm"):
@@ -316,10 +339,101 @@ def test_settings_from_config_and_defaults() -> None:
     # Every registered method's defaults resolve, and agree with the config's defaults.
     defaults = load_config("config.yaml", recover={})["recover"]
     for cls in METHODS:
-        assert {k: v for k, v in resolve_settings(cls.kind, None).items()} == {
-            **defaults[cls.kind],
-            **{other: defaults[other] for other in cls.settings_from},
-        }
+        assert resolve_settings(cls.kind, None) == defaults[cls.kind]
+
+
+def test_latent_searches_and_joint_stages_share_one_recipe() -> None:
+    """CSGM and the low-shot z stage search with the same budget; IAGAN and the low-shot
+    joint stage run the same recipe (IAGAN's code: theta 1e-3, z 1e-4, 300 steps)."""
+    csgm, lowshot, iagan = (resolve_settings(kind, None) for kind in ("csgm", "lowshot", "iagan"))
+    assert (
+        (csgm["steps"], csgm["lr"], csgm["restarts"])
+        == (
+            lowshot["z_steps"],
+            lowshot["z_lr"],
+            lowshot["restarts"],
+        )
+        == (LATENT_SEARCH["steps"], LATENT_SEARCH["lr"], LATENT_SEARCH["restarts"])
+    )
+    joint = {key: iagan[key] for key in ("joint_steps", "joint_theta_lr", "joint_z_lr")}
+    assert joint == {key: lowshot[key] for key in joint}
+    assert (joint["joint_theta_lr"], joint["joint_z_lr"]) == (1e-3, 1e-4)
+
+
+@pytest.mark.parametrize("method", ["iagan", "lowshot"])
+def test_theta_and_z_learning_rates_reach_their_optimiser_groups(
+    method: str,
+    operator: Operator,
+    measurements: torch.Tensor,
+    pretrained: Generator,
+    prior: tuple[torch.Tensor, torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    groups: list[list[tuple[float, int]]] = []
+    make = engine.make_optimiser
+
+    def spy(param_groups, *args, **kwargs):
+        groups.append([(group["lr"], len(group["params"])) for group in param_groups])
+        return make(param_groups, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "make_optimiser", spy)
+    settings = {**FAST[method], "joint_theta_lr": 0.5, "joint_z_lr": 0.25}
+    run(method, operator, measurements, [0, 1], pretrained, prior, settings=settings)
+    n_theta = len(list(pretrained.parameters()))
+    # The last optimiser is the joint stage's: theta (every parameter tensor), then z.
+    assert groups[-1] == [(0.5, n_theta), (0.25, 1)]
+
+
+def test_a_zero_learning_rate_freezes_its_group(
+    operator: Operator, measurements: torch.Tensor, pretrained: Generator
+) -> None:
+    net = working_copy(pretrained, "stored", torch.device("cpu"))
+    z0 = standard_normal([1, 2], LATENT)
+    for theta_lr, z_lr in ((0.0, 1e-2), (1e-2, 0.0)):
+        params = stack_parameters(net, 2)
+        before = {name: value.detach().clone() for name, value in params.items()}
+        result = optimise_joint(
+            net, params, operator, measurements[:2], z0,
+            steps=2, theta_lr=theta_lr, z_lr=z_lr, progress=False,
+        )  # fmt: skip
+        theta_moved = any(not torch.equal(before[k], params[k]) for k in params)
+        z_moved = not torch.equal(result.z, z0)
+        assert (theta_moved, z_moved) == (theta_lr > 0, z_lr > 0)
+
+
+def test_the_window_returns_the_lowest_loss_of_the_last_iterates(
+    operator: Operator, measurements: torch.Tensor, pretrained: Generator
+) -> None:
+    net = working_copy(pretrained, "stored", torch.device("cpu"))
+    z0 = standard_normal([3, 4], LATENT)
+
+    def once(steps: int, window: int):
+        return optimise_joint(
+            net, stack_parameters(net, 2), operator, measurements[:2], z0,
+            steps=steps, theta_lr=0.05, z_lr=None, optimiser="rmsprop", momentum=0.9,
+            window=window, progress=False,
+        )  # fmt: skip
+
+    windowed = once(6, window=4)
+    # The same run stopped after k steps gives iterate k; the window holds iterates 3..6.
+    losses = torch.stack([once(k, window=1).loss for k in range(3, 7)])
+    torch.testing.assert_close(windowed.loss, losses.min(dim=0).values)
+    assert windowed.iterations.tolist() == (losses.argmin(dim=0) + 3).tolist()
+    assert torch.equal(windowed.z, z0)  # z_lr=None: the input stays fixed
+
+
+def test_lowshot_models_draw_the_same_eps_per_problem_and_image() -> None:
+    ids = ["1.jpg", "2.jpg"]
+    mmd5 = jobs.method_seeds(0, "lowshot-mmd-S5", "cs-0.1", ids)
+    assert mmd5 == jobs.method_seeds(0, "lowshot-l2-S100", "cs-0.1", ids)
+    assert mmd5 != jobs.method_seeds(0, "lowshot-mmd-S5", "cs-0.2", ids)
+    assert mmd5 != jobs.method_seeds(0, "csgm", "cs-0.1", ids)
+    assert len(set(mmd5)) == 2
+    # The same eps, mapped through each model's own Gaussian.
+    mean, covariance = torch.zeros(LATENT), torch.eye(LATENT)
+    torch.testing.assert_close(
+        initial_codes(mean, covariance, mmd5), initial_codes(mean + 1, covariance, mmd5) - 1
+    )
 
 
 def test_missing_inputs_are_errors(operator: Operator, measurements: torch.Tensor) -> None:
@@ -327,5 +441,7 @@ def test_missing_inputs_are_errors(operator: Operator, measurements: torch.Tenso
         recover("csgm", operator, measurements, seeds=[0, 1, 2, 3])
     with pytest.raises(ValueError, match="lowshot needs its lowshot model"):
         recover("lowshot", operator, measurements, seeds=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="iagan starts from csgm's result"):
+        recover("iagan", operator, measurements, seeds=[0, 1, 2, 3], model=nn.Identity())
     with pytest.raises(ValueError, match="seeds"):
         recover("untrained", operator, measurements, seeds=[0])

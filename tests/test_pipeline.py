@@ -96,6 +96,8 @@ def test_every_expected_file_exists(pipeline):
         "tables/psnr_summary.csv",
         "tables/psnr_summary.md",
         "tables/psnr_summary.tex",
+        "tables/claims.csv",
+        "tables/claims.md",
         "figures/figure1.pdf",
         "figures/figure1.png",
         "figures/figure2.pdf",
@@ -179,7 +181,7 @@ def test_report_names_both_figures_and_the_tables(pipeline):
     workdir, _ = pipeline
     run_snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
-    for name in ("figure1.png", "figure2.png", "psnr_summary.csv", "metrics.csv"):
+    for name in ("figure1.png", "figure2.png", "psnr_summary.csv", "metrics.csv", "claims.csv"):
         assert name in html, name
 
 
@@ -208,8 +210,23 @@ def test_deleting_one_recovery_reruns_that_job_and_the_aggregation(pipeline):
     finally:
         target.write_bytes(saved)
     assert jobs.pop("recover") == 1
-    assert set(jobs) <= {"collect_metrics", "figure1", "all"}
-    assert jobs["collect_metrics"] == 1
+    assert set(jobs) <= {"collect_metrics", "check_claims", "figure1", "all"}
+    assert jobs["collect_metrics"] == 1 and jobs["check_claims"] == 1
+
+
+def test_deleting_a_csgm_recovery_reruns_the_iagan_that_continues_it(pipeline):
+    workdir, config = pipeline
+    problem = problem_names(config)[0]
+    target = workdir / "results" / "recovery" / problem / "csgm" / "shard0.h5"
+    saved = target.read_bytes()
+    target.unlink()
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        target.write_bytes(saved)
+    # CSGM itself, and IAGAN on the same problem and shard (its input changes).
+    assert jobs.pop("recover") == 2
+    assert set(jobs) <= {"collect_metrics", "check_claims", "figure1", "figure2", "all"}
 
 
 def test_changing_one_ratio_reruns_only_the_jobs_it_touches(pipeline):
@@ -221,7 +238,7 @@ def test_changing_one_ratio_reruns_only_the_jobs_it_touches(pipeline):
     (workdir / "changed.yaml").write_text(yaml.safe_dump(changed))
     jobs = planned_jobs(workdir, "--configfile", "changed.yaml")
     assert jobs.pop("recover") == len(method_names(config))
-    assert set(jobs) <= {"collect_metrics", "figure1", "all"}
+    assert set(jobs) <= {"collect_metrics", "check_claims", "figure1", "all"}
 
 
 def test_figure2_alone_builds_just_what_it_needs(tmp_path, shared_celeba):

@@ -188,6 +188,7 @@ def write_colorization(
         {
             "image_ids": ids,
             "recovered": np.full((n, 64, 64, 3), fill, np.uint8),
+            "z": np.zeros((n, 128), np.float32),
             "psnr": np.asarray(psnr, np.float64),
             "ssim": np.full(n, 0.5),
             "measurement_loss": np.zeros(n),

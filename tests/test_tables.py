@@ -37,6 +37,7 @@ def write_job(
         {
             "image_ids": ids,
             "recovered": np.zeros((n, 64, 64, 3), np.uint8),
+            "z": np.zeros((n, 128), np.float32),
             "psnr": np.asarray(psnr, np.float64),
             "ssim": np.asarray(psnr, np.float64) / 100,
             "measurement_loss": np.full(n, 0.5),
@@ -222,3 +223,19 @@ def test_written_tables_read_back(jobs, tmp_path):
     pd.testing.assert_frame_equal(again, summary, check_dtype=False)
     assert (out / "s.md").read_text(encoding="utf-8") == tables.summary_markdown(summary)
     assert not list(out.glob("*.tmp"))
+
+
+def test_summary_pairs_every_method_with_the_untrained_network(jobs):
+    summary = tables.summarize(tables.metrics_table(jobs))
+    # cs-0.1: images 0-2 pair (image 3 diverged for MMD): 20-10, 22-11, 24-12.
+    mmd = row(summary, "cs-0.1", "lowshot-mmd-S10")
+    assert mmd["n_paired"] == 3
+    assert mmd["diff_untrained_mean"] == pytest.approx(11.0)
+    half = T_975[2] * 1.0 / math.sqrt(3)  # differences 10, 11, 12: std 1
+    assert mmd["diff_untrained_ci_low"] == pytest.approx(11.0 - half, abs=2e-3)
+    assert mmd["diff_untrained_ci_high"] == pytest.approx(11.0 + half, abs=2e-3)
+    untrained = row(summary, "cs-0.1", "untrained")
+    assert (untrained["n_paired"], untrained["diff_untrained_mean"]) == (4, 0.0)
+    for problem, method in (("cs-0.02", "lowshot-mmd-S10"), ("colorization", "csgm")):
+        alone = row(summary, problem, method)  # no untrained rows in that problem
+        assert alone["n_paired"] == 0 and math.isnan(alone["diff_untrained_mean"])

@@ -30,6 +30,7 @@ from lowshot.training import (
     train_wgan_gp,
     write_log_csv,
 )
+from lowshot.training.pretrain import pretraining_codes
 
 FACES_ZIP = (
     Path(__file__).resolve().parents[1].parent / "shared/data/celeba/celeba-test-faces-64.zip"
@@ -191,6 +192,21 @@ def test_lowshot_resumes_to_the_uninterrupted_result(faces: torch.Tensor, tmp_pa
 
 # ---------------------------------------------------------------------------------------
 # WGAN-GP
+
+
+def test_lowshot_models_start_paired() -> None:
+    """One theta_0 for every (loss, S) of a seed, and nested initial codes."""
+    faces = _read_faces(10)
+    five = pretraining_codes(3, 5, 16)
+    assert torch.equal(pretraining_codes(3, 10, 16)[:5], five)
+    assert not torch.equal(pretraining_codes(4, 5, 16), five)
+    start = {"iterations": 0}
+    l2 = pretrain_lowshot(faces[:5], lowshot_config(**start), run_of(3), loss="l2")
+    mmd = pretrain_lowshot(faces[:10], lowshot_config(**start), run_of(3), loss="mmd")
+    pairs = zip(l2.generator.named_parameters(), mmd.generator.parameters(), strict=True)
+    for (name, a), b in pairs:
+        assert torch.equal(a, b), name
+    assert mmd.codes.shape == (10, 128) and torch.equal(mmd.codes[:5], l2.codes)
 
 
 def _corpus(n: int = 12) -> torch.Tensor:

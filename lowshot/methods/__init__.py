@@ -61,10 +61,6 @@ def sort_key(spec: MethodSpec) -> tuple[Any, ...]:
 
 
 def method_settings(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A method's ``recover.<kind>`` settings, with those of its ``settings_from`` nested
-    under their kinds (as ``recover`` takes them). ``config`` needs only ``recover``."""
-    cls = family(name)
-    settings = dict(config["recover"][cls.kind])
-    for other in cls.settings_from:
-        settings[other] = dict(config["recover"][other])
-    return settings
+    """A method's ``recover.<kind>`` settings (as ``recover`` takes them). ``config``
+    needs only ``recover``."""
+    return dict(config["recover"][family(name).kind])

@@ -5,8 +5,10 @@ decorated with ``@register``. The class owns everything about the method:
 
 - ``kind``: its name in the registry, in ``recover.methods`` and its config section
   ``recover.<kind>``; ``settings``: the JSON-schema properties of that section, each with
-  its default (the one home of the method's defaults); ``settings_from``: other methods
-  whose sections it also runs with (IAGAN runs CSGM first);
+  its default (the one home of the method's defaults; stages that several methods run
+  share their recipe from ``lowshot.methods.engine``);
+- ``starts_from``: another method whose result (same problem, same images) it continues
+  (IAGAN continues CSGM's: one edge of the workflow), or None;
 - ``method_names(config)`` and ``parse(name)``: the workflow names of its instances
   (one, its kind, unless the method is a family such as ``lowshot-<loss>-S<shots>``);
 - ``model``: the trained model its jobs need: None, ``"gan"`` (the WGAN-GP generator)
@@ -14,10 +16,12 @@ decorated with ``@register``. The class owns everything about the method:
 - ``method_label``/``line_style``/``order``: its name, line and place in tables and figures;
 - ``run``: the recovery itself, batched over the images of a job.
 
-Seeds: the caller passes one seed per image, derived from (config seed, method name,
-problem name, image id); a method derives its sub-streams with ``derive_seed(seed, ...)``
-and draws on the CPU (``lowshot.seeds.seeded_generator``), so results are the same on
-every device and do not depend on which images share a job.
+Seeds: the caller passes one seed per image, derived from (config seed, the method's
+``seed_name``, problem name, image id); a method derives its sub-streams with
+``derive_seed(seed, ...)`` and draws on the CPU (``lowshot.seeds.seeded_generator``), so
+results are the same on every device and do not depend on which images share a job.
+Instances that share a ``seed_name`` share their draws: every low-shot model starts
+from the same eps per (problem, image), so that comparisons across S and loss are paired.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class RecoveryTask:
     operator: the problem's operator on the device; y: (N, m) float32 measurements on the
     device; seeds: one per image; settings: resolved (defaults filled in); model: what the
     method's ``model`` names, loaded (or None); latent_dim: size of z when no model fixes
-    it; precision: "fp32" or "bf16"; progress: show progress bars.
+    it; precision: "fp32" or "bf16"; progress: show progress bars; start: the result of
+    the ``starts_from`` method for the same images (or None).
     """
 
     operator: Operator
@@ -61,6 +66,7 @@ class RecoveryTask:
     latent_dim: int
     precision: str
     progress: bool
+    start: RecoveryResult | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -86,7 +92,7 @@ class RecoveryMethod(abc.ABC):
     kind: ClassVar[str] = ""
     description: ClassVar[str] = ""
     settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    settings_from: ClassVar[tuple[str, ...]] = ()
+    starts_from: ClassVar[str | None] = None
     model: ClassVar[str | None] = None
     label: ClassVar[str] = ""
     style: ClassVar[Mapping[str, Any]] = {}
@@ -104,6 +110,12 @@ class RecoveryMethod(abc.ABC):
     def parse(cls, name: str) -> MethodSpec | None:
         """The spec of ``name`` when it names an instance of this method, else None."""
         return MethodSpec(cls.kind, name) if name == cls.kind else None
+
+    @classmethod
+    def seed_name(cls, spec: MethodSpec) -> str:
+        """The name the per-image seeds derive from: instances with the same one make the
+        same random draws. By default the instance's own name."""
+        return spec.name
 
     @classmethod
     def method_label(cls, spec: MethodSpec) -> str:
@@ -125,7 +137,8 @@ class RecoveryMethod(abc.ABC):
 
     @classmethod
     def restarts(cls, settings: Mapping[str, Any]) -> int:
-        """Random initialisations tried per image."""
+        """Random initialisations tried per image (a method that ``starts_from`` another
+        reports that one's)."""
         del settings
         return 1
 
@@ -136,21 +149,16 @@ class RecoveryMethod(abc.ABC):
 
 
 def resolve_settings(kind: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``settings`` over the defaults of method ``kind``; unknown keys are an error.
-
-    The sections of ``settings_from`` are nested under their kinds (``iagan["csgm"]``).
-    """
+    """``settings`` over the defaults of method ``kind``; unknown keys are an error."""
     cls = METHODS[kind]
     defaults = {key: copy.deepcopy(schema["default"]) for key, schema in cls.settings.items()}
     given = dict(settings or {})
-    known = {*defaults, *cls.settings_from}
-    unknown = set(given) - known
+    unknown = set(given) - set(defaults)
     if unknown:
-        raise ValueError(f"{kind} settings: unknown keys {sorted(unknown)}; known {sorted(known)}")
-    resolved = {**defaults, **given}
-    for other in cls.settings_from:
-        resolved[other] = resolve_settings(other, given.get(other))
-    return resolved
+        raise ValueError(
+            f"{kind} settings: unknown keys {sorted(unknown)}; known {sorted(defaults)}"
+        )
+    return {**defaults, **given}
 
 
 def recover(
@@ -166,6 +174,7 @@ def recover(
     precision: str = "fp32",
     progress: bool = True,
     max_batch: int | None = None,
+    start: RecoveryResult | None = None,
 ) -> RecoveryResult:
     """Recover N images from their measurements y (N, m) with method kind ``method``.
 
@@ -179,6 +188,7 @@ def recover(
     precision: "fp32", or "bf16" autocast of the generator on CUDA (losses stay fp32).
     max_batch: recover at most this many images at once (memory); None: all at once.
         The result does not depend on it.
+    start: the result of the method's ``starts_from`` method on the same N images.
     Returns images (N, 3, 64, 64) in [-1, 1] on the CPU and per-image diagnostics.
     """
     cls = METHODS[method]
@@ -195,32 +205,46 @@ def recover(
         raise ValueError(f"recover: y has {y.shape[1]} measurements, operator {operator.m}")
     if cls.model is not None and model is None:
         raise ValueError(f"{method} needs its {cls.model} model")
+    if (cls.starts_from is None) != (start is None):
+        raise ValueError(
+            f"{method} starts from {cls.starts_from}'s result: give it (and only then) as start"
+            if cls.starts_from
+            else f"{method} does not start from another method's result"
+        )
+    if start is not None and len(start) != n:
+        raise ValueError(f"recover: {n} measurement rows but a start of {len(start)} images")
     if max_batch is not None and n > max_batch:
         return RecoveryResult.concat(
             [
                 recover(
                     method,
                     operator,
-                    y[start : start + max_batch],
-                    seeds=seeds[start : start + max_batch],
+                    y[first : first + max_batch],
+                    seeds=seeds[first : first + max_batch],
                     settings=resolved,
                     model=model,
                     latent_dim=latent_dim,
                     device=device,
                     precision=precision,
                     progress=progress,
+                    start=None if start is None else start.select(slice(first, first + max_batch)),
                 )
-                for start in range(0, n, max_batch)
+                for first in range(0, n, max_batch)
             ]
         )
     stage = cls.run(
-        RecoveryTask(operator, y, seeds, resolved, model, latent_dim, precision, progress)
+        RecoveryTask(operator, y, seeds, resolved, model, latent_dim, precision, progress, start)
     )
     result = RecoveryResult(
         images=stage.images.detach().cpu(),
+        z=stage.z.detach().float().cpu(),
         measurement_loss=stage.loss.detach().cpu().double().numpy(),
         iterations=stage.iterations.cpu().numpy().astype(np.int64),
-        restarts=np.full(n, cls.restarts(resolved), dtype=np.int64),
+        restarts=(
+            np.asarray(start.restarts, dtype=np.int64)
+            if start is not None
+            else np.full(n, cls.restarts(resolved), dtype=np.int64)
+        ),
         diverged=stage.diverged.cpu().numpy().astype(bool),
     )
     if result.diverged.any():

@@ -27,6 +27,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,14 +48,18 @@ class RecoveryResult:
 
     images: (N, 3, 64, 64) float32 on the CPU, in [-1, 1] (NaN for an image that never
         had a finite iterate).
+    z: (N, latent) float32 on the CPU, the returned image's latent code (the initial one
+        for an image that never had a finite iterate), so that a later stage can start
+        from it (IAGAN from CSGM) and users can inspect it.
     measurement_loss: (N,) float64, 0.5 * ||A x_hat - y||^2 of the returned image.
-    iterations: (N,) int64, Adam steps that moved the returned image's path (all stages;
-        for csgm/iagan those of the winning restart; fewer when it diverged).
-    restarts: (N,) int64, random initialisations tried (1 except for csgm and iagan).
+    iterations: (N,) int64, optimiser steps that led to the returned iterate (all stages,
+        those of the winning restart; for a diverged image those of its last finite one).
+    restarts: (N,) int64, random initialisations tried.
     diverged: (N,) bool, a non-finite loss or output occurred (see the module docstring).
     """
 
     images: torch.Tensor
+    z: torch.Tensor
     measurement_loss: np.ndarray
     iterations: np.ndarray
     restarts: np.ndarray
@@ -63,11 +68,23 @@ class RecoveryResult:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def select(self, index: slice) -> RecoveryResult:
+        """The results of the images ``index`` (a slice)."""
+        return RecoveryResult(
+            self.images[index],
+            self.z[index],
+            self.measurement_loss[index],
+            self.iterations[index],
+            self.restarts[index],
+            self.diverged[index],
+        )
+
     @classmethod
     def concat(cls, results: Sequence[RecoveryResult]) -> RecoveryResult:
         """Join the results of consecutive image chunks."""
         return cls(
             images=torch.cat([r.images for r in results]),
+            z=torch.cat([r.z for r in results]),
             measurement_loss=np.concatenate([r.measurement_loss for r in results]),
             iterations=np.concatenate([r.iterations for r in results]),
             restarts=np.concatenate([r.restarts for r in results]),
@@ -89,6 +106,17 @@ class StageResult:
     loss: torch.Tensor
     iterations: torch.Tensor
     diverged: torch.Tensor
+
+    @classmethod
+    def from_result(cls, result: RecoveryResult, device: torch.device) -> StageResult:
+        """A finished recovery as the state a later stage continues from (on ``device``)."""
+        return cls(
+            images=result.images.to(device),
+            z=result.z.to(device),
+            loss=torch.as_tensor(result.measurement_loss, dtype=torch.float32, device=device),
+            iterations=torch.as_tensor(result.iterations, dtype=torch.int64, device=device),
+            diverged=torch.as_tensor(result.diverged, dtype=torch.bool, device=device),
+        )
 
     def select(self, index: torch.Tensor) -> StageResult:
         return StageResult(
@@ -129,6 +157,69 @@ def per_image_forward(
     return vmap(one)
 
 
+# The recipes of the two kinds of stage, shared by every method that runs one, so that
+# the comparison is fair by construction: the same defaults, written once. Sources:
+# - latent search: CSGM's own CelebA script (github AshishBora/csgm,
+#   celebA_reconstruction.sh: Adam, lr 0.1, 500 iterations, 2 random restarts);
+# - image-adaptive joint stage: IAGAN's code (github shadyabh/IAGAN, main.py: 300
+#   iterations, Adam with lr 1e-3 on theta and 1e-4 on z).
+LATENT_SEARCH = {"steps": 500, "lr": 0.1, "restarts": 2}
+JOINT_STAGE = {"steps": 300, "theta_lr": 1.0e-3, "z_lr": 1.0e-4}
+
+
+def latent_search_settings(prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Schema properties of a latent search (``LATENT_SEARCH``): ``{prefix}steps``,
+    ``{prefix}lr`` and ``restarts``."""
+    return {
+        f"{prefix}steps": {
+            "description": "Adam steps over z per restart (CSGM's CelebA script: 500).",
+            "type": "integer",
+            "minimum": 0,
+            "default": LATENT_SEARCH["steps"],
+        },
+        f"{prefix}lr": {
+            "description": "Learning rate of the z steps (CSGM's CelebA script: 0.1).",
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": LATENT_SEARCH["lr"],
+        },
+        "restarts": {
+            "description": (
+                "Random starts of z per image; the lowest final measurement loss wins "
+                "(CSGM's CelebA script: 2)."
+            ),
+            "type": "integer",
+            "minimum": 1,
+            "default": LATENT_SEARCH["restarts"],
+        },
+    }
+
+
+def joint_stage_settings(prefix: str = "joint_") -> dict[str, dict[str, Any]]:
+    """Schema properties of an image-adaptive stage (``JOINT_STAGE``): ``{prefix}steps``,
+    ``{prefix}theta_lr`` and ``{prefix}z_lr``."""
+    return {
+        f"{prefix}steps": {
+            "description": "Adam steps over z and theta jointly (IAGAN's code: 300).",
+            "type": "integer",
+            "minimum": 0,
+            "default": JOINT_STAGE["steps"],
+        },
+        f"{prefix}theta_lr": {
+            "description": "Learning rate of theta in the joint steps (IAGAN's code: 1e-3).",
+            "type": "number",
+            "minimum": 0,
+            "default": JOINT_STAGE["theta_lr"],
+        },
+        f"{prefix}z_lr": {
+            "description": "Learning rate of z in the joint steps (IAGAN's code: 1e-4).",
+            "type": "number",
+            "minimum": 0,
+            "default": JOINT_STAGE["z_lr"],
+        },
+    }
+
+
 def optimise_latent(
     generator: nn.Module,
     operator: Operator,
@@ -156,7 +247,8 @@ def optimise_latent(
     def render() -> torch.Tensor:
         return functional_call(generator, frozen, (z,))
 
-    return _adam(render, [z], z, operator, y, steps, lr, previous, precision, progress, desc)
+    stage = Stage(operator, y, steps, previous, precision, progress, desc)
+    return _optimise(render, [{"params": [z], "lr": lr}], z, stage)
 
 
 def optimise_joint(
@@ -167,49 +259,88 @@ def optimise_joint(
     z0: torch.Tensor,
     *,
     steps: int,
-    lr: float,
+    theta_lr: float,
+    z_lr: float | None,
+    optimiser: str = "adam",
+    momentum: float = 0.0,
+    window: int = 1,
     previous: StageResult | None = None,
     precision: str = "fp32",
     progress: bool = True,
     desc: str = "joint",
 ) -> StageResult:
-    """Eq. (3): Adam on z and a per-image theta jointly, all images in one vmapped call.
+    """Eq. (3): z and a per-image theta jointly, all images in one vmapped call.
 
     template: architecture, norm mode and buffers (on y's device); params: name ->
     (N, *shape) per-image parameter leaves (``stack_parameters``), updated in place.
-    y (N, m); z0 (N, latent).
+    y (N, m); z0 (N, latent). Two parameter groups: theta at ``theta_lr``, z at ``z_lr``
+    (``z_lr=None``: z stays fixed, as in Deep Image Prior). ``optimiser``: "adam" or
+    "rmsprop" (with ``momentum``). ``window``: return, per image, the iterate with the
+    lowest measurement loss among the last ``window`` ones (1: the last one).
     """
-    z = z0.detach().clone().to(y.device).requires_grad_(True)
+    z = z0.detach().clone().to(y.device).requires_grad_(z_lr is not None)
     forward = per_image_forward(template)
 
     def render() -> torch.Tensor:
         return forward(params, z)
 
-    leaves = [z, *params.values()]
-    return _adam(render, leaves, z, operator, y, steps, lr, previous, precision, progress, desc)
+    groups = [{"params": list(params.values()), "lr": theta_lr}]
+    if z_lr is not None:
+        groups.append({"params": [z], "lr": z_lr})
+    stage = Stage(operator, y, steps, previous, precision, progress, desc, window)
+    return _optimise(render, groups, z, stage, optimiser=optimiser, momentum=momentum)
 
 
-def _adam(
+@dataclass(frozen=True)
+class Stage:
+    """What an optimisation stage minimises and how it reports: 0.5 ||A x - y||^2 per image
+    over ``steps`` steps, chained to ``previous`` (or None), keeping per image the best
+    of the last ``window`` iterates."""
+
+    operator: Operator
+    y: torch.Tensor
+    steps: int
+    previous: StageResult | None
+    precision: str
+    progress: bool
+    desc: str
+    window: int = 1
+
+
+def make_optimiser(
+    groups: list[dict[str, Any]], optimiser: str = "adam", momentum: float = 0.0
+) -> torch.optim.Optimizer:
+    """Adam (default betas) or RMSprop with ``momentum`` over the parameter ``groups``
+    (each a dict with its ``params`` and its ``lr``)."""
+    if optimiser == "adam":
+        return torch.optim.Adam(groups)
+    if optimiser == "rmsprop":
+        return torch.optim.RMSprop(groups, momentum=momentum)
+    raise ValueError(f"optimiser must be adam or rmsprop, not {optimiser!r}")
+
+
+def _optimise(
     render: Callable[[], torch.Tensor],
-    leaves: list[torch.Tensor],
+    groups: list[dict[str, Any]],
     z: torch.Tensor,
-    operator: Operator,
-    y: torch.Tensor,
-    steps: int,
-    lr: float,
-    previous: StageResult | None,
-    precision: str,
-    progress: bool,
-    desc: str,
+    stage: Stage,
+    optimiser: str = "adam",
+    momentum: float = 0.0,
 ) -> StageResult:
-    """``steps`` Adam steps on ``leaves`` minimising the summed per-image losses.
+    """``stage.steps`` optimiser steps on the ``groups`` minimising the summed losses.
 
-    Evaluates steps + 1 iterates (the last one is only recorded). No host-device
+    Evaluates steps + 1 iterates (the last one is only recorded). Per image the record is
+    the last finite iterate before the window, then the lowest-loss finite iterate of the
+    window; ``iterations`` counts the steps that led to the recorded iterate. A stage of
+    0 steps chained to a previous one returns it unchanged. No host-device
     synchronisation per step, except for the progress bar's occasional loss.
     """
+    y, steps = stage.y, stage.steps
     n = y.shape[0]
     device = y.device
-    if previous is None:
+    if stage.previous is not None and steps == 0:
+        return stage.previous
+    if stage.previous is None:
         record = StageResult(
             images=torch.full((n, 3, 64, 64), math.nan, device=device),
             z=z.detach().clone(),
@@ -218,38 +349,84 @@ def _adam(
             diverged=torch.zeros(n, dtype=torch.bool, device=device),
         )
     else:
-        record = copy.copy(previous)
-    optimiser = torch.optim.Adam(leaves, lr=lr)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+        record = copy.copy(stage.previous)
+    base = record.iterations
+    window_start = max(0, steps + 1 - max(1, stage.window))
+    optimise = make_optimiser(groups, optimiser, momentum)
+    bar = tqdm(total=steps, desc=stage.desc, disable=not stage.progress, leave=False)
     for step in range(steps + 1):
-        with autocast(device, precision):
+        with autocast(device, stage.precision):
             x = render()
         # The loss is always fp32: bf16 would round away the small residuals of late steps.
         x = x.float()
-        loss = measurement_loss(operator, x, y)
+        loss = measurement_loss(stage.operator, x, y)
         finite = torch.isfinite(loss) & torch.isfinite(x).flatten(1).all(dim=1)
         diverged = record.diverged | ~finite
         alive = ~diverged
+        keep = alive if step <= window_start else alive & (loss < record.loss)
         record = StageResult(
-            images=torch.where(alive[:, None, None, None], x.detach(), record.images),
-            z=torch.where(alive[:, None], z.detach(), record.z),
-            loss=torch.where(alive, loss.detach(), record.loss),
-            iterations=record.iterations,
+            images=torch.where(keep[:, None, None, None], x.detach(), record.images),
+            z=torch.where(keep[:, None], z.detach(), record.z),
+            loss=torch.where(keep, loss.detach(), record.loss),
+            iterations=torch.where(keep, base + step, record.iterations),
             diverged=diverged,
         )
         if step == steps:
             break
-        optimiser.zero_grad(set_to_none=True)
+        optimise.zero_grad(set_to_none=True)
         # Diverged images contribute nothing; their own leaves may go NaN, which cannot
-        # reach other images (separate computation paths, elementwise Adam).
+        # reach other images (separate computation paths, elementwise optimisers).
         torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
-        optimiser.step()
-        record.iterations = record.iterations + alive
+        optimise.step()
         bar.update()
-        if progress and (step % _POSTFIX_EVERY == 0 or step == steps - 1):
+        if stage.progress and (step % _POSTFIX_EVERY == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{record.loss.nanmean().item():.4g}")
     bar.close()
     return record
+
+
+def search_latent(
+    generator: nn.Module,
+    operator: Operator,
+    y: torch.Tensor,
+    starts: Sequence[torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    precision: str = "fp32",
+    progress: bool = True,
+    desc: str = "z search",
+) -> StageResult:
+    """A latent search with restarts: every start z0 (N, latent) of ``starts`` is optimised
+    (``optimise_latent``; all restarts of all images in one batch, row r * N + i), and per
+    image the restart with the lowest final measurement loss wins (``best_restart``)."""
+    n, restarts = y.shape[0], len(starts)
+    stage = optimise_latent(
+        generator,
+        operator,
+        y.repeat(restarts, 1),
+        torch.cat(list(starts)).to(y.device),
+        steps=steps,
+        lr=lr,
+        precision=precision,
+        progress=progress,
+        desc=f"{desc} ({restarts} restarts)",
+    )
+    winners = best_restart(stage.loss, stage.diverged, restarts)
+    return stage.select(winners * n + torch.arange(n, device=y.device))
+
+
+def best_restart(loss: torch.Tensor, diverged: torch.Tensor, restarts: int) -> torch.Tensor:
+    """Winning restart per image: loss, diverged (restarts * N,) ordered r * N + i -> (N,).
+
+    The lowest loss among the restarts that did not diverge; among all restarts (by their
+    last finite loss) when every one diverged. NaN losses never win; ties: the first.
+    """
+    loss = loss.reshape(restarts, -1).nan_to_num(nan=math.inf)
+    diverged = diverged.reshape(restarts, -1)
+    key = torch.where(diverged, math.inf, loss)
+    key = torch.where(diverged.all(dim=0, keepdim=True), loss, key)
+    return key.argmin(dim=0)
 
 
 def standard_normal(

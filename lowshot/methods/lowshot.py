@@ -13,8 +13,10 @@ from lowshot.gaussian import gaussian_from_normal
 from lowshot.methods.base import MethodSpec, RecoveryMethod, RecoveryTask, register
 from lowshot.methods.engine import (
     StageResult,
+    joint_stage_settings,
+    latent_search_settings,
     optimise_joint,
-    optimise_latent,
+    search_latent,
     stack_parameters,
     standard_normal,
     working_copy,
@@ -31,40 +33,20 @@ class Lowshot(RecoveryMethod):
     """``lowshot-<loss>-S<shots>``: one instance per pre-trained model of the config
     (``lowshot.losses`` x ``lowshot.shots``).
 
-    z starts at z = mean + L eps, eps ~ N(0, I) from the image's seed (sub-stream "z"),
-    (mean, L L^T) the Gaussian fitted to the model's codes; ``z_steps`` Adam steps on z at
-    ``z_lr`` with theta fixed, then ``joint_steps`` on z and a per-image theta at ``joint_lr``.
-    The generator runs with its stored batch-norm statistics.
+    The latent search (eq. 2) has ``restarts`` starts z = mean + L eps_r, eps_r ~ N(0, I)
+    from the image's seed (sub-stream ("restart", r)), (mean, L L^T) the Gaussian fitted to
+    the model's codes, ``z_steps`` Adam steps on z at ``z_lr`` with theta fixed each, the
+    lowest final measurement loss winning; then ``joint_steps`` steps on z (``joint_z_lr``)
+    and a per-image theta (``joint_theta_lr``) from there (eq. 3). Both stages follow the
+    recipes every method shares (``lowshot.methods.engine``): the same search budget as
+    CSGM, the same joint stage as IAGAN. Every low-shot model draws the same eps per
+    (problem, image) (``seed_name``), so differences across S and loss are paired. The
+    generator runs with its stored batch-norm statistics.
     """
 
     kind = "lowshot"
     description = "Low-shot recovery: z alone (eq. 2), then z and theta jointly (eq. 3)."
-    settings = {
-        "z_steps": {
-            "description": "Adam steps over z with theta fixed.",
-            "type": "integer",
-            "minimum": 0,
-            "default": 1250,
-        },
-        "z_lr": {
-            "description": "Learning rate of the z steps.",
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "default": 5.0e-2,
-        },
-        "joint_steps": {
-            "description": "Adam steps over z and theta.",
-            "type": "integer",
-            "minimum": 0,
-            "default": 350,
-        },
-        "joint_lr": {
-            "description": "Learning rate of the joint steps.",
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "default": 1.0e-4,
-        },
-    }
+    settings = {**latent_search_settings("z_"), **joint_stage_settings("joint_")}
     model = "lowshot"
     order = 0
 
@@ -83,6 +65,14 @@ class Lowshot(RecoveryMethod):
         if not match:
             return None
         return MethodSpec(cls.kind, name, match["loss"], int(match["shots"]))
+
+    @classmethod
+    def seed_name(cls, spec: MethodSpec) -> str:
+        return cls.kind
+
+    @classmethod
+    def restarts(cls, settings: Mapping[str, Any]) -> int:
+        return int(settings["restarts"])
 
     @classmethod
     def method_label(cls, spec: MethodSpec) -> str:
@@ -105,12 +95,15 @@ class Lowshot(RecoveryMethod):
     def run(cls, task: RecoveryTask) -> StageResult:
         model, settings, y = task.model, task.settings, task.y
         net = working_copy(model.generator, "stored", y.device)
-        z0 = initial_codes(model.mean, model.covariance, task.seeds).to(y.device)
-        first = optimise_latent(
+        starts = [
+            initial_codes(model.mean, model.covariance, task.seeds, restart)
+            for restart in range(settings["restarts"])
+        ]
+        first = search_latent(
             net,
             task.operator,
             y,
-            z0,
+            starts,
             steps=settings["z_steps"],
             lr=settings["z_lr"],
             desc="lowshot z",
@@ -123,7 +116,8 @@ class Lowshot(RecoveryMethod):
             y,
             first.z,
             steps=settings["joint_steps"],
-            lr=settings["joint_lr"],
+            theta_lr=settings["joint_theta_lr"],
+            z_lr=settings["joint_z_lr"],
             previous=first,
             desc="lowshot joint",
             **task.options,
@@ -131,9 +125,11 @@ class Lowshot(RecoveryMethod):
 
 
 def initial_codes(
-    mean: torch.Tensor, covariance: torch.Tensor, seeds: Sequence[int]
+    mean: torch.Tensor, covariance: torch.Tensor, seeds: Sequence[int], restart: int = 0
 ) -> torch.Tensor:
-    """The z stage's start per image: mean + L eps, eps ~ N(0, I) drawn in float64 from the
-    image's sub-stream "z" -> (N, latent) float32 on the CPU."""
-    eps = standard_normal([derive_seed(s, "z") for s in seeds], len(mean), torch.float64)
+    """A start of the latent search per image: mean + L eps, eps ~ N(0, I) drawn in float64
+    from the image's sub-stream ("restart", restart) -> (N, latent) float32 on the CPU."""
+    eps = standard_normal(
+        [derive_seed(s, "restart", restart) for s in seeds], len(mean), torch.float64
+    )
     return gaussian_from_normal(mean, covariance, eps)

@@ -14,13 +14,14 @@ from lowshot.seeds import derive_seed, seeded_generator
 
 @register
 class Untrained(RecoveryMethod):
-    """A DCGAN-initialised theta (sub-stream "theta") and z ~ N(0, I) (sub-stream "z") per
-    image, z and theta jointly (``steps`` Adam steps at ``lr``). Batch norm normalises each
-    image by its own spatial statistics (what batch-size-1 training mode computes).
-
-    The paper optimises the untrained network "for a longer period of time and with a
-    higher learning rate than our low shot models"; the defaults are our choice within
-    that: 3,000 steps at lr 1e-3 (the low-shot joint stage: 350 at 1e-4).
+    """Deep Image Prior as CS-DIP runs it (Van Veen et al. 2018, github
+    davevanveen/compsensing_dip, cs_dip.py): a DCGAN-initialised theta (sub-stream
+    "theta") and a FIXED input z ~ N(0, I) (sub-stream "z") per image; ``steps`` RMSprop
+    steps (``lr``, ``momentum``) on theta alone; the returned iterate is the one with the
+    lowest measurement loss among the last ``window`` ones. (CS-DIP adds TV and learned
+    regularisation terms to its loss; the plain untrained baseline of the paper has
+    neither.) Batch norm normalises each image by its own spatial statistics (what
+    batch-size-1 training mode computes).
     ``model``: None for the paper's DCGAN, or a template generator whose architecture is
     re-initialised per image (tests use a small one).
     """
@@ -29,16 +30,32 @@ class Untrained(RecoveryMethod):
     description = "Untrained network: random theta and z, optimised jointly."
     settings = {
         "steps": {
-            "description": "Adam steps over z and theta.",
+            "description": "Optimiser steps over theta (CS-DIP's code: 1,000).",
             "type": "integer",
             "minimum": 1,
-            "default": 3000,
+            "default": 1000,
         },
         "lr": {
-            "description": "Learning rate.",
+            "description": "RMSprop learning rate (CS-DIP's code: 1e-3).",
             "type": "number",
             "exclusiveMinimum": 0,
             "default": 1.0e-3,
+        },
+        "momentum": {
+            "description": "RMSprop momentum (CS-DIP's code: 0.9).",
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0.9,
+        },
+        "window": {
+            "description": (
+                "Return the iterate with the lowest measurement loss among the last this "
+                "many (CS-DIP's code: 51); needs no access to the true image."
+            ),
+            "type": "integer",
+            "minimum": 1,
+            "default": 51,
         },
     }
     label = "Untrained"
@@ -77,7 +94,11 @@ class Untrained(RecoveryMethod):
             y,
             z0,
             steps=task.settings["steps"],
-            lr=task.settings["lr"],
-            desc="untrained joint",
+            theta_lr=task.settings["lr"],
+            z_lr=None,
+            optimiser="rmsprop",
+            momentum=task.settings["momentum"],
+            window=task.settings["window"],
+            desc="untrained",
             **task.options,
         )

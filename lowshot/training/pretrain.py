@@ -66,7 +66,9 @@ def pretrain_lowshot(
     required; ``shots`` and ``losses`` may be present and are ignored (``lowshot_settings``).
     run: how it runs (``TrainingRun``: latent size, seed, device, precision, checkpoint,
     progress bar, ``stop_after``, width).
-    Codes start as N(0, I) draws and the generator with DCGAN weights, both from ``run.seed``.
+    Codes start as N(0, I) draws (``pretraining_codes``: code i is the same for every S) and
+    the generator with DCGAN weights, both from ``run.seed``; the jobs give every (loss, S)
+    the same seed, so all low-shot models start from one theta_0 and nested codes.
     Each of ``iterations`` Adam steps (``lr``, default betas) uses all S examples at once
     (full batch, generator norm ``"batch"``). ``loss``: ``"l2"`` (eq. 4, ``l2_loss``, G(z_i)
     paired with x_i) or ``"mmd"`` (eq. 5, ``mmd_loss``, a distribution match without
@@ -104,10 +106,7 @@ def pretrain_lowshot(
         "data": loop._fingerprint(targets.cpu()),
     }
     generator = loop._new_generator(run, stage, dev)
-    initial_codes = torch.randn(
-        targets.shape[0], latent_dim, generator=seeded_generator(derive_seed(seed, stage, "codes"))
-    )
-    codes = nn.Parameter(initial_codes.to(dev))
+    codes = nn.Parameter(pretraining_codes(seed, targets.shape[0], latent_dim).to(dev))
     optimiser = torch.optim.Adam([*generator.parameters(), codes], lr=config["lr"])
 
     def objective(generated: torch.Tensor) -> torch.Tensor:
@@ -152,3 +151,14 @@ def pretrain_lowshot(
         finished=outcome.finished,
         shrinkage=config["covariance_shrinkage"],
     )
+
+
+def pretraining_codes(seed: int, n: int, latent_dim: int) -> torch.Tensor:
+    """Pre-training's initial codes: row i ~ N(0, I) from its own sub-stream ("code", i) of
+    ``seed`` -> (n, latent_dim) float32 on the CPU. Row i does not depend on n, so the
+    first S rows are the same for every S (paired low-shot models)."""
+    rows = [
+        torch.randn(latent_dim, generator=seeded_generator(derive_seed(seed, "lowshot", "code", i)))
+        for i in range(n)
+    ]
+    return torch.stack(rows)
