@@ -34,7 +34,6 @@ from scipy import stats
 from lowshot.io import atomic_path
 from lowshot.tables import (
     GROUP_COLUMNS,
-    UNIT_COLUMNS,
     excluded,
     method_sort_key,
     paired_differences,
