@@ -59,6 +59,7 @@ rule split_data:
         runtime=10,
     params:
         n_test=config["split"]["n_test"],
+        n_validation=config["split"]["n_validation"],
         shots=config["lowshot"]["shots"],
         gan_corpus_size=config["split"]["gan_corpus_size"],
         seed=config["seed"],

@@ -9,6 +9,7 @@ split_data(
     snakemake.input[0],
     snakemake.output[0],
     n_test=params.n_test,
+    n_validation=params.n_validation,
     shots=params.shots,
     gan_corpus_size=params.gan_corpus_size,
     seed=params.seed,

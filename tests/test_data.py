@@ -265,11 +265,15 @@ def people(n_people: int, per_person: int) -> np.ndarray:
 
 
 def check_split(chosen: dict, identity: np.ndarray | None, shots: list[int]) -> None:
-    test, corpus = chosen["test"], chosen["gan_corpus"]
+    test, validation, corpus = chosen["test"], chosen["validation"], chosen["gan_corpus"]
     assert not set(test) & set(corpus)
+    assert not set(validation) & (set(test) | set(corpus))
+    assert not set(validation) & set(np.concatenate(list(chosen["shots"].values())))
     if identity is not None:
         assert len(set(identity[test])) == len(test)
         assert not set(identity[test]) & set(identity[corpus])
+        assert len(set(identity[validation])) == len(validation)
+        assert not set(identity[validation]) & (set(identity[test]) | set(identity[corpus]))
     for small, large in itertools.pairwise(shots):
         np.testing.assert_array_equal(chosen["shots"][large][:small], chosen["shots"][small])
     assert set(chosen["shots"][shots[-1]]) <= set(corpus)
@@ -316,6 +320,66 @@ def test_split_without_identities_and_official_partitions() -> None:
     check_split(chosen, identity, [5])
 
 
+def test_validation_rows_are_held_out_of_test_shots_and_corpus() -> None:
+    identity = people(60, 4)
+    partition = np.full(identity.size, 2, np.int8)
+    args = {"n_test": 10, "shots": [5, 10, 25], "gan_corpus_size": 100}
+    chosen = data.choose_split(partition, identity, seed=3, n_validation=8, **args)
+    assert chosen["validation"].size == 8 and chosen["validation"].dtype == np.int64
+    assert list(chosen["validation"]) == sorted(chosen["validation"])
+    check_split(chosen, identity, [5, 10, 25])
+    # 240 images less the 10 test people's 40 and the 8 validation people's 32.
+    assert chosen["n_train_pool"] == 168
+    assert "8 validation images" in chosen["how"]
+    # Seeded: the same seed gives the same rows, another seed others.
+    again = data.choose_split(partition, identity, seed=3, n_validation=8, **args)
+    other = data.choose_split(partition, identity, seed=4, n_validation=8, **args)
+    np.testing.assert_array_equal(chosen["validation"], again["validation"])
+    np.testing.assert_array_equal(chosen["shots"][25], again["shots"][25])
+    assert not np.array_equal(chosen["validation"], other["validation"])
+    # The test rows do not depend on n_validation; the validation rows not on the shots.
+    without = data.choose_split(partition, identity, seed=3, n_validation=0, **args)
+    np.testing.assert_array_equal(without["test"], chosen["test"])
+    fewer_shots = {**args, "shots": [5], "gan_corpus_size": None}
+    np.testing.assert_array_equal(
+        data.choose_split(partition, identity, seed=3, n_validation=8, **fewer_shots)["validation"],
+        chosen["validation"],
+    )
+
+
+def test_no_validation_rows_is_the_split_of_before() -> None:
+    identity = people(40, 5)
+    partition = np.full(identity.size, 2, np.int8)
+    args = {"n_test": 10, "shots": [5, 10], "gan_corpus_size": 100, "seed": 3}
+    chosen = data.choose_split(partition, identity, n_validation=0, **args)
+    default = data.choose_split(partition, identity, **args)
+    assert chosen["validation"].shape == (0,) and chosen["validation"].dtype == np.int64
+    assert chosen["n_train_pool"] == 150 and "no validation images" in chosen["how"]
+    for key in ("test", "gan_corpus"):
+        np.testing.assert_array_equal(chosen[key], default[key])
+    np.testing.assert_array_equal(chosen["shots"][10], default["shots"][10])
+    with pytest.raises(ValueError, match="n_validation >= 0"):
+        data.choose_split(partition, identity, n_validation=-1, **args)
+
+
+def test_validation_without_identities_is_disjoint_in_images() -> None:
+    partition = np.full(60, -1, np.int8)
+    chosen = data.choose_split(
+        partition,
+        np.full(60, -1),
+        n_test=10,
+        shots=[5, 10],
+        gan_corpus_size=None,
+        seed=0,
+        n_validation=6,
+    )
+    check_split(chosen, None, [5, 10])
+    assert chosen["validation"].size == 6
+    # Every image is test, validation or training: 60 = 10 + 6 + 44.
+    assert chosen["gan_corpus"].size == chosen["n_train_pool"] == 44
+    assert "never trained on" in chosen["how"]
+
+
 def test_split_data_writes_and_loads(official_store: Path, tmp_path: Path) -> None:
     report = data.split_data(
         official_store, tmp_path / "splits.h5", n_test=4, shots=[10, 5], gan_corpus_size=20, seed=0
@@ -330,6 +394,40 @@ def test_split_data_writes_and_loads(official_store: Path, tmp_path: Path) -> No
     assert not set(identity[split.test]) & set(identity[split.gan_corpus])
     assert split.attrs["seed"] == 0 and list(split.attrs["shots"]) == [5, 10]
     assert split.attrs["how"] == report.how and "seed 0" in report.how
+    # No validation rows asked for: empty arrays in the file and in the Split.
+    assert split.validation.shape == (0,) and split.validation.dtype == np.int64
+    assert split.validation_ids == [] and split.attrs["n_validation"] == 0
+    with h5py.File(tmp_path / "splits.h5", "r") as handle:
+        assert handle["validation"].shape == (0,) and handle["validation_ids"].shape == (0,)
+
+
+def test_split_data_writes_and_loads_validation(official_store: Path, tmp_path: Path) -> None:
+    kwargs = {"n_test": 4, "shots": [5, 10], "gan_corpus_size": 20, "seed": 0}
+    report = data.split_data(official_store, tmp_path / "a.h5", n_validation=6, **kwargs)
+    split = data.load_split(tmp_path / "a.h5")
+    assert report.n_validation == split.attrs["n_validation"] == split.validation.size == 6
+    assert split.validation_ids == data.load_ids(official_store, split.validation)
+    with h5py.File(official_store, "r") as handle:
+        identity = handle["identity"][()]
+    trained = set(split.gan_corpus) | set(np.concatenate(list(split.shots.values())))
+    assert not set(split.validation) & (trained | set(split.test))
+    assert not set(identity[split.validation]) & set(identity[split.test])
+    # The test rows are those of the split without validation rows.
+    data.split_data(official_store, tmp_path / "b.h5", n_validation=0, **kwargs)
+    np.testing.assert_array_equal(data.load_split(tmp_path / "b.h5").test, split.test)
+
+
+def test_split_files_without_validation_rows_still_load(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "old.h5", "w") as handle:  # the layout before validation rows
+        handle["test"] = np.array([3, 1], np.int64)
+        handle.create_dataset(
+            "test_ids", data=np.array(["a", "b"], dtype=object), dtype=h5py.string_dtype()
+        )
+        handle["gan_corpus"] = np.array([0, 2], np.int64)
+        handle["shots/S2"] = np.array([2, 0], np.int64)
+    split = data.load_split(tmp_path / "old.h5")
+    assert split.validation.shape == (0,) and split.validation.dtype == np.int64
+    assert split.validation_ids == [] and split.test_ids == ["a", "b"]
 
 
 def test_too_small_pools_name_the_numbers() -> None:
@@ -350,3 +448,56 @@ def test_too_small_pools_name_the_numbers() -> None:
         data.DataError, match=r"lowshot\.shots: 25 shots exceed split\.gan_corpus_size=20"
     ):
         data.choose_split(partition, identity, n_test=5, shots=[25], gan_corpus_size=20, seed=0)
+
+
+def test_too_small_pools_for_validation_name_the_numbers() -> None:
+    identity = people(30, 2)
+    partition = np.full(60, 2, np.int8)
+    # 5 test people leave 50 images: 45 shots fit, 45 plus 10 validation images do not.
+    with pytest.raises(
+        data.DataError,
+        match=r"split\.n_validation=10 validation images plus the 45 training images of "
+        r"lowshot\.shots need 55 images, but the training pool holds 50",
+    ):
+        data.choose_split(
+            partition,
+            identity,
+            n_test=5,
+            shots=[45],
+            gan_corpus_size=None,
+            seed=0,
+            n_validation=10,
+        )
+    with pytest.raises(data.DataError, match=r"n_validation=3 .* split\.gan_corpus_size need 51"):
+        data.choose_split(
+            partition, identity, n_test=5, shots=[5], gan_corpus_size=48, seed=0, n_validation=3
+        )
+    # 10 + 40 = 50 images fit by count, but the validation people's other images go too.
+    with pytest.raises(
+        data.DataError,
+        match=r"lowshot\.shots needs 40 training images but the training pool holds 30 once "
+        r"the 10 validation images and every other image of their people are set aside",
+    ):
+        data.choose_split(
+            partition,
+            identity,
+            n_test=5,
+            shots=[40],
+            gan_corpus_size=None,
+            seed=0,
+            n_validation=10,
+        )
+    with pytest.raises(
+        data.DataError,
+        match=r"split\.n_validation needs 26 validation images .* training pool \(less the test "
+        r"people\) holds 20 identities",
+    ):
+        data.choose_split(
+            np.full(100, 2, np.int8),
+            people(30, 4)[:100],
+            n_test=5,
+            shots=[5],
+            gan_corpus_size=None,
+            seed=0,
+            n_validation=26,
+        )

@@ -66,7 +66,7 @@ def test_a_toy_method_and_problem_run_through_the_workflow(tmp_path: Path, share
             "identity_file": str(shared_celeba / "identity_CelebA.txt"),
             "max_images": 40,
         },
-        "split": {"n_test": 1, "gan_corpus_size": 20},
+        "split": {"n_test": 1, "n_validation": 0, "gan_corpus_size": 20},
         "lowshot": {"shots": [5]},
         "problems": {
             "compressed_sensing": {"ratios": [0.1, 0.3]},

@@ -1,4 +1,5 @@
-"""The splits of the image store: test images, the GAN corpus and the low-shot subsets.
+"""The splits of the image store: test and validation images, the GAN corpus and the
+low-shot subsets.
 
 Split file (``results/data/splits.h5``): row indices into the image store, written by
 ``split_data`` and read by ``load_split``; ``choose_split`` says how the rows are drawn.
@@ -24,13 +25,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Split:
-    """Row indices into the image store. ``shots[S]`` is nested: shots[5] == shots[10][:5]."""
+    """Row indices (int64) into the image store, and the CelebA ids of the held-out rows.
+
+    ``test`` (n_test,) and ``validation`` (n_validation,) are ascending and disjoint from
+    each other and from every training row; ``validation`` is empty (shape (0,)) when
+    n_validation is 0 or the file predates validation faces. ``shots[S]`` (S,) is nested:
+    shots[5] == shots[10][:5], and inside ``gan_corpus`` (ascending).
+    """
 
     test: np.ndarray
     test_ids: list[str]
     shots: dict[int, np.ndarray]
     gan_corpus: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    validation: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    validation_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +51,7 @@ class SplitReport:
     gan_corpus_size: int
     shots: list[int]
     how: str
+    n_validation: int = 0
 
 
 def _identities_known(identity: np.ndarray) -> bool:
@@ -55,17 +65,26 @@ def _identities_known(identity: np.ndarray) -> bool:
 
 
 def _one_per_identity(
-    pool: np.ndarray, identity: np.ndarray, n_test: int, rng: np.random.Generator
+    pool: np.ndarray,
+    identity: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    key: str = "split.n_test",
+    what: str = "test",
+    pool_name: str = "test pool",
 ) -> np.ndarray:
-    """``n_test`` rows of ``pool``, one for each of ``n_test`` identities drawn at random."""
+    """``n`` rows of ``pool`` (shape (n,)), one for each of ``n`` identities drawn at random."""
     candidates = np.unique(identity[pool])
-    if candidates.size < n_test:
+    if candidates.size < n:
         raise DataError(
-            f"split.n_test needs {n_test} test images of distinct identities but the test "
-            f"pool holds {candidates.size} identities"
+            f"{key} needs {n} {what} images of distinct identities but the {pool_name} "
+            f"holds {candidates.size} identities"
         )
-    chosen = rng.permutation(candidates)[:n_test]
-    return np.array([rng.choice(pool[identity[pool] == person]) for person in chosen])
+    chosen = rng.permutation(candidates)[:n]
+    return np.array(
+        [rng.choice(pool[identity[pool] == person]) for person in chosen], dtype=np.int64
+    )
 
 
 def choose_split(
@@ -76,8 +95,12 @@ def choose_split(
     shots: Sequence[int],
     gan_corpus_size: int | None,
     seed: int,
+    n_validation: int = 0,
 ) -> dict[str, Any]:
-    """Choose test rows, the training pool's GAN corpus and the nested low-shot subsets.
+    """Choose test rows, validation rows, the GAN corpus and the nested low-shot subsets.
+
+    ``partition`` and ``identity`` are (N,) integer arrays over the store's rows (an
+    identity of -1 is unknown: all or none must be known).
 
     Strategy ``official`` when the store holds both partition 0 (train) and partition 2
     (test) images: test images come from partition 2 and the training pool from
@@ -88,19 +111,34 @@ def choose_split(
     people); the training pool then drops every image of those identities. Without
     identities, ``n_test`` rows are drawn and removed from the training pool.
 
-    Training: the pool is shuffled once; the GAN corpus is its first ``gan_corpus_size``
-    rows (all when None) and ``shots[S]`` its first S rows, so S5 ⊂ S10 ⊂ ... ⊂ corpus.
-    Draws use ``derive_seed(seed, "split", "test" | "train")``: the test images do not
-    depend on the shots or corpus size, nor the shots on the corpus size.
+    Validation images (for choices such as step sizes, never the test faces): drawn
+    from the training pool after the test images, the same way as the test images (one
+    image of each of ``n_validation`` distinct people, and the pool then drops every
+    image of those people; without identities, ``n_validation`` rows), so they are never
+    in the GAN corpus or a low-shot subset, and their people are neither test people nor
+    trained on. ``n_validation=0`` (the default of this function; the workflow passes
+    ``split.n_validation``) gives no validation rows and the split of before.
 
-    Returns {"test" (sorted rows), "shots" {S: rows in draw order}, "gan_corpus" (sorted
-    rows), "strategy", "identities_known", "n_train_pool", "how"}.
+    Training: what is left of the pool is shuffled once; the GAN corpus is its first
+    ``gan_corpus_size`` rows (all when None) and ``shots[S]`` its first S rows, so
+    S5 ⊂ S10 ⊂ ... ⊂ corpus. Draws use ``derive_seed(seed, "split", "test" |
+    "validation" | "train")``: the test images depend on nothing but the seed and the
+    store, the validation images not on the shots or corpus size, nor the shots on the
+    corpus size.
+
+    Returns {"test" (sorted rows), "validation" (sorted rows, maybe empty), "shots" {S:
+    rows in draw order}, "gan_corpus" (sorted rows), "strategy", "identities_known",
+    "n_train_pool" (training images left after the validation draw), "how"}. Raises
+    ``ValueError`` for non-positive n_test/shots or a negative n_validation, and
+    ``DataError`` when a pool is too small for the numbers asked for.
     """
     partition = np.asarray(partition)
     identity = np.asarray(identity)
     shots = sorted(int(s) for s in shots)
     if n_test < 1 or not shots or shots[0] < 1:
         raise ValueError(f"need n_test >= 1 and positive shots, got {n_test}, {shots}")
+    if n_validation < 0:
+        raise ValueError(f"need n_validation >= 0, got {n_validation}")
     if gan_corpus_size is not None and shots[-1] > gan_corpus_size:
         raise DataError(
             f"lowshot.shots: {shots[-1]} shots exceed split.gan_corpus_size={gan_corpus_size}; "
@@ -125,14 +163,48 @@ def choose_split(
         train_pool = np.setdiff1d(train_candidates, test)
 
     needed = [("lowshot.shots", shots[-1]), ("split.gan_corpus_size", gan_corpus_size or 0)]
+    validation = np.zeros(0, np.int64)
+    pool = train_pool
+    if n_validation > 0:
+        for key, count in needed:
+            if n_validation + count > train_pool.size:
+                raise DataError(
+                    f"split.n_validation={n_validation} validation images plus the {count} "
+                    f"training images of {key} need {n_validation + count} images, but the "
+                    f"training pool holds {train_pool.size} (of {partition.size} images in "
+                    "the store); validation images are never trained on, so lower "
+                    f"split.n_validation or {key}, or use more images"
+                )
+        rng = np.random.default_rng(derive_seed(seed, "split", "validation"))
+        if known:
+            validation = _one_per_identity(
+                train_pool,
+                identity,
+                n_validation,
+                rng,
+                key="split.n_validation",
+                what="validation",
+                pool_name="training pool (less the test people)",
+            )
+            pool = train_pool[~np.isin(identity[train_pool], identity[validation])]
+        else:
+            validation = rng.choice(train_pool, n_validation, replace=False)
+            pool = np.setdiff1d(train_pool, validation)
+
     for key, count in needed:
-        if count > train_pool.size:
+        if count > pool.size:
+            aside = (
+                f" once the {n_validation} validation images and every other image of their "
+                f"people are set aside (split.n_validation; {train_pool.size} before)"
+                if n_validation > 0
+                else ""
+            )
             raise DataError(
                 f"{key} needs {count} training images but the training pool holds "
-                f"{train_pool.size} (of {partition.size} images in the store)"
+                f"{pool.size}{aside} (of {partition.size} images in the store)"
             )
-    order = np.random.default_rng(derive_seed(seed, "split", "train")).permutation(train_pool)
-    corpus = order[: train_pool.size if gan_corpus_size is None else gan_corpus_size]
+    order = np.random.default_rng(derive_seed(seed, "split", "train")).permutation(pool)
+    corpus = order[: pool.size if gan_corpus_size is None else gan_corpus_size]
 
     strategy = "official" if official else "disjoint-pools"
     source = (
@@ -147,18 +219,29 @@ def choose_split(
         if known
         else "identities unknown, so the pools are disjoint in images only"
     )
+    held_out = (
+        f"{n_validation} validation images drawn from the training pool "
+        + (
+            "(one from each of n_validation other identities, none of whose images are trained on)"
+            if known
+            else "(never trained on)"
+        )
+        if n_validation > 0
+        else "no validation images"
+    )
     how = (
-        f"{strategy}: {source}; {n_test} test images, {person}; training pool of "
-        f"{train_pool.size} images, GAN corpus of {corpus.size} of them, low-shot subsets "
+        f"{strategy}: {source}; {n_test} test images, {person}; {held_out}; training pool "
+        f"of {pool.size} images, GAN corpus of {corpus.size} of them, low-shot subsets "
         f"S{' ⊂ S'.join(map(str, shots))} nested inside it; seed {seed}."
     )
     return {
         "test": np.sort(test).astype(np.int64),
+        "validation": np.sort(validation).astype(np.int64),
         "shots": {s: corpus[:s].astype(np.int64) for s in shots},
         "gan_corpus": np.sort(corpus).astype(np.int64),
         "strategy": strategy,
         "identities_known": known,
-        "n_train_pool": int(train_pool.size),
+        "n_train_pool": int(pool.size),
         "how": how,
     }
 
@@ -171,14 +254,17 @@ def split_data(
     shots: Sequence[int],
     gan_corpus_size: int | None,
     seed: int,
+    n_validation: int = 0,
 ) -> SplitReport:
     """Write the split file ``output`` for the image store ``images_h5``.
 
     Datasets: ``test`` (n_test,) int64 rows (ascending), ``test_ids`` (n_test,) str,
-    ``shots/S<n>`` (n,) int64 rows (nested prefixes), ``gan_corpus`` int64 rows
-    (ascending). Attrs: strategy, how, seed, n_test, shots, gan_corpus_size,
-    n_train_pool, identities_known, images (path), images_source_sha256. See
-    ``choose_split`` for the design; raises ``DataError`` when a pool is too small.
+    ``validation`` (n_validation,) int64 rows (ascending; shape (0,) when 0),
+    ``validation_ids`` (n_validation,) str, ``shots/S<n>`` (n,) int64 rows (nested
+    prefixes), ``gan_corpus`` int64 rows (ascending). Attrs: strategy, how, seed, n_test,
+    n_validation, shots, gan_corpus_size, n_train_pool, identities_known, images (path),
+    images_source_sha256. See ``choose_split`` for the design; raises ``DataError`` when
+    a pool is too small.
     """
     with h5py.File(images_h5, "r") as handle:
         partition = handle["partition"][()]
@@ -186,11 +272,21 @@ def split_data(
         ids = handle["ids"].asstr()[()]
         source_sha = handle.attrs.get("source_sha256", "")
     chosen = choose_split(
-        partition, identity, n_test=n_test, shots=shots, gan_corpus_size=gan_corpus_size, seed=seed
+        partition,
+        identity,
+        n_test=n_test,
+        shots=shots,
+        gan_corpus_size=gan_corpus_size,
+        seed=seed,
+        n_validation=n_validation,
     )
     datasets: dict[str, Any] = {
         "test": chosen["test"],
         "test_ids": [str(ids[i]) for i in chosen["test"]],
+        "validation": chosen["validation"],
+        "validation_ids": np.array(
+            [str(ids[i]) for i in chosen["validation"]], dtype=h5py.string_dtype()
+        ),
         "gan_corpus": chosen["gan_corpus"],
     }
     datasets.update({f"shots/S{s}": rows for s, rows in chosen["shots"].items()})
@@ -203,6 +299,7 @@ def split_data(
             "how": chosen["how"],
             "seed": int(seed),
             "n_test": int(n_test),
+            "n_validation": int(chosen["validation"].size),
             "shots": np.asarray(shot_list, np.int64),
             "gan_corpus_size": int(chosen["gan_corpus"].size),
             "n_train_pool": chosen["n_train_pool"],
@@ -220,11 +317,16 @@ def split_data(
         int(chosen["gan_corpus"].size),
         shot_list,
         chosen["how"],
+        int(chosen["validation"].size),
     )
 
 
 def load_split(path: PathLike) -> Split:
-    """Read a split file written by ``split_data``."""
+    """Read a split file written by ``split_data``.
+
+    A file without ``validation`` datasets (written before they existed) reads as one
+    with no validation rows.
+    """
     datasets, attrs = read_h5(path)
     shots = {
         int(name.split("/S", 1)[1]): np.asarray(rows, np.int64)
@@ -237,4 +339,6 @@ def load_split(path: PathLike) -> Split:
         shots=dict(sorted(shots.items())),
         gan_corpus=np.asarray(datasets["gan_corpus"], np.int64),
         attrs=attrs,
+        validation=np.asarray(datasets.get("validation", np.zeros(0)), np.int64).reshape(-1),
+        validation_ids=[str(i) for i in datasets.get("validation_ids", [])],
     )
