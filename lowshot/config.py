@@ -249,6 +249,16 @@ def data_source(config: dict[str, Any], root: str | os.PathLike[str]) -> Path:
     return resolve_data_path(override or config["data"]["source"], root)  # type: ignore[return-value]
 
 
+def data_files(config: dict[str, Any], root: str | os.PathLike[str]) -> dict[str, Path | None]:
+    """The data stage's files by role: ``source`` (``data_source``), ``partition_file`` and
+    ``identity_file`` (None when not configured), resolved against the repository ``root``."""
+    return {
+        "source": data_source(config, root),
+        "partition_file": resolve_data_path(config["data"]["partition_file"], root),
+        "identity_file": resolve_data_path(config["data"]["identity_file"], root),
+    }
+
+
 # --- names of problems and methods ---------------------------------------------------
 
 

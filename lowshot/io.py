@@ -1,7 +1,8 @@
 """HDF5 layouts of the pipeline's intermediates, and atomic writes.
 
 Every output is written under a temporary name beside its destination and renamed when
-complete, so a killed job never leaves a file that looks finished.
+complete, so a killed job never leaves a file that looks finished; the hidden temporary
+(``.<name>.<random>.tmp``) such a job leaves is deleted when the output is next written.
 
 Layouts
 -------
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -52,14 +54,29 @@ RECOVERY_FIELDS: dict[str, str] = {
 }
 
 
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporaries ``.<name>.<random>.tmp`` of ``target`` that a killed job left.
+
+    Only ever one job writes a given output, so no other writer owns them. The random
+    part has no dot, so temporaries of other files (``.<name>.bak.<random>.tmp``) never
+    match.
+    """
+    pattern = re.compile(re.escape(f".{target.name}.") + r"[^.]+\.tmp")
+    for stale in target.parent.iterdir():
+        if pattern.fullmatch(stale.name) and not stale.is_dir():
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is left untouched.
+    Temporaries of ``path`` left by a killed earlier job are deleted first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -1,27 +1,16 @@
 # Data stage: CelebA (official release or any zip/folder of images) -> the HDF5 image
 # store -> the split into test images, GAN corpus and nested low-shot subsets.
-import lowshot.data as lsdata
+from lowshot.data.fingerprint import data_fingerprint
 
-DATA_SOURCE = lsconfig.data_source(config, ROOT)
-PARTITION_FILE = lsconfig.resolve_data_path(config["data"]["partition_file"], ROOT)
-IDENTITY_FILE = lsconfig.resolve_data_path(config["data"]["identity_file"], ROOT)
-# A missing source stops the run here, before any job, with a message on how to get CelebA.
-lsdata.check_data_paths(DATA_SOURCE, PARTITION_FILE, IDENTITY_FILE)
-# The partition and identity files are inputs too, so that changing them reruns the stage.
-EXTRACT_INPUTS = {
-    name: str(path)
-    for name, path in (
-        ("source", DATA_SOURCE),
-        ("partition_file", PARTITION_FILE),
-        ("identity_file", IDENTITY_FILE),
-    )
-    if path is not None
-}
+# The extraction depends on what the data files hold, not on their paths: their checksums
+# are its params (lowshot/data/fingerprint.py). A source that is not a zip or a folder, or
+# a missing file while the store must be built, stops the run here, before any job.
+DATA_FINGERPRINT = data_fingerprint(
+    lsconfig.data_files(config, ROOT), f"{RESULTS}/data/images.h5"
+)
 
 
 rule extract_images:
-    input:
-        **EXTRACT_INPUTS,
     output:
         f"{RESULTS}/data/images.h5",
     log:
@@ -35,6 +24,7 @@ rule extract_images:
         mem_mb=2000,
         runtime=120,
     params:
+        checksums=DATA_FINGERPRINT,
         crop=config["data"]["crop"],
         image_size=config["data"]["image_size"],
         max_images=config["data"]["max_images"],

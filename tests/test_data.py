@@ -7,9 +7,11 @@ import io
 import itertools
 import json
 import logging
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import h5py
@@ -19,6 +21,7 @@ import torch
 from PIL import Image
 
 from lowshot import data, images
+from lowshot.data import sources
 
 OFFICIAL_FIRST = "182638.jpg"
 
@@ -207,6 +210,126 @@ def test_ids_missing_from_the_label_files_are_skipped(shared_celeba: Path, tmp_p
     with h5py.File(tmp_path / "images.h5", "r") as handle:
         assert handle["identity"][()].tolist() == [7]
         assert handle["partition"][()].tolist() == [2]
+
+
+# --- damaged archives and unusual pixel formats ------------------------------------------
+
+
+def bmp_bytes(seed: int) -> bytes:
+    """A 64x64 BMP of 8-level noise: it deflates to Huffman-coded blocks (not stored ones)."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 8, (64, 64, 3), dtype=np.uint8) * 32).save(buffer, "BMP")
+    return buffer.getvalue()
+
+
+def member_data(archive: bytes, name: str) -> slice:
+    """Where the (compressed) bytes of member ``name`` lie in the zip file ``archive``."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        info = opened.getinfo(name)
+    start = info.header_offset
+    name_length, extra_length = struct.unpack("<HH", archive[start + 26 : start + 30])
+    first = start + 30 + name_length + extra_length
+    return slice(first, first + info.compress_size)
+
+
+@pytest.mark.parametrize(
+    ("compression", "flipped", "error"),
+    [
+        (zipfile.ZIP_STORED, 1, zipfile.BadZipFile),  # stored bytes altered: bad CRC-32
+        (zipfile.ZIP_DEFLATED, 128, zlib.error),  # deflate stream corrupted in its middle
+    ],
+    ids=["bad-crc", "corrupt-deflate"],
+)
+def test_a_damaged_zip_member_is_skipped_and_the_others_stored(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    compression: int,
+    flipped: int,
+    error: type[Exception],
+) -> None:
+    members = {
+        "a_good.bmp": bmp_bytes(0),
+        "b_damaged.bmp": bmp_bytes(1),
+        "c_good.bmp": bmp_bytes(2),
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    raw = bytearray(buffer.getvalue())
+    span = member_data(bytes(raw), "b_damaged.bmp")
+    middle = (span.start + span.stop - flipped) // 2
+    raw[middle : middle + flipped] = bytes(byte ^ 0xFF for byte in raw[middle : middle + flipped])
+    source = tmp_path / "damaged.zip"
+    source.write_bytes(bytes(raw))
+    with zipfile.ZipFile(source) as archive, pytest.raises(error):
+        archive.read("b_damaged.bmp")  # the damage this test is about
+
+    output = tmp_path / "images.h5"
+    with caplog.at_level(logging.WARNING, logger="lowshot.data"):
+        report = data.extract_images(source, output, progress=False)
+    assert report.skipped == {data.DAMAGED_MEMBER: ["b_damaged.bmp"]}
+    assert data.DAMAGED_MEMBER in data.SKIP_REASONS
+    assert "b_damaged.bmp" in caplog.text and data.DAMAGED_MEMBER in caplog.text
+    assert data.load_ids(output, range(report.n_images)) == ["a_good.bmp", "c_good.bmp"]
+    for row, name in enumerate(["a_good.bmp", "c_good.bmp"]):
+        expected = np.asarray(Image.open(io.BytesIO(members[name])).convert("RGB"))
+        np.testing.assert_array_equal(data.load_uint8(output, [row])[0], expected)
+    with h5py.File(output, "r") as handle:
+        assert json.loads(handle.attrs["skipped"]) == {
+            data.DAMAGED_MEMBER: {"count": 1, "files": ["b_damaged.bmp"]}
+        }
+
+
+def test_16_bit_images_are_scaled_to_8_bits(tmp_path: Path) -> None:
+    gradient = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    path = save(Image.fromarray(gradient), tmp_path / "source" / "gradient16.png")
+    assert Image.open(path).mode == "I;16"
+    report = data.extract_images(tmp_path / "source", tmp_path / "images.h5", progress=False)
+    assert report.n_images == 1 and report.skipped == {}
+    expected = np.rint(gradient / 257).astype(np.uint8)  # 0..65535 -> 0..255
+    assert expected.min() == 0 and expected.max() == 255
+    stored = data.load_uint8(tmp_path / "images.h5", [0])[0]
+    np.testing.assert_array_equal(stored, np.stack([expected] * 3, axis=-1))
+
+
+def test_32_bit_integer_images_are_scaled_when_in_the_16_bit_range() -> None:
+    def tiff(values: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(values).save(buffer, "TIFF")
+        return buffer.getvalue()
+
+    values = np.linspace(0, 65535, 64 * 64).round().astype(np.int32).reshape(64, 64)
+    image = data.decode_image(tiff(values))
+    assert image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(image)[..., 1], np.rint(values / 257))
+    with pytest.raises(data.SkipImageError, match=r"outside 0\.\.65535") as skip:
+        data.decode_image(tiff(values * 4))
+    assert skip.value.reason == "unsupported pixel format"
+
+
+def test_modes_without_an_rgb_conversion_are_skipped() -> None:
+    # PIL cannot convert "La" (premultiplied alpha) to RGB: convert() raised ValueError.
+    with pytest.raises(data.SkipImageError, match="PIL mode La") as skip:
+        sources.to_rgb(Image.new("La", (64, 64)))
+    assert skip.value.reason == data.UNSUPPORTED_PIXELS
+
+
+def test_float_images_are_skipped_with_their_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "source"
+    ramp = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    path = save(Image.fromarray(ramp), folder / "float.tif")
+    assert Image.open(path).mode == "F"
+    save(noise_image(64, 64), folder / "good.png")
+    with caplog.at_level(logging.WARNING, logger="lowshot.data"):
+        report = data.extract_images(folder, tmp_path / "images.h5", progress=False)
+    assert report.skipped == {"unsupported pixel format": ["float.tif"]}
+    assert "unsupported pixel format" in data.SKIP_REASONS
+    assert "float.tif" in caplog.text and "floating point" in caplog.text
+    assert data.load_ids(tmp_path / "images.h5", [0]) == ["good.png"]
 
 
 def test_empty_and_missing_sources_are_clear_errors(tmp_path: Path) -> None:

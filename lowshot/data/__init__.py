@@ -8,6 +8,7 @@ works; torch is imported only by the functions that make tensors (``load_images`
 from lowshot.data.sources import (
     CORRUPT,
     CROPS,
+    DAMAGED_MEMBER,
     DUPLICATE,
     NO_IDENTITY,
     NO_PARTITION,
@@ -15,6 +16,7 @@ from lowshot.data.sources import (
     RESAMPLE,
     SKIP_REASONS,
     TOO_SMALL,
+    UNSUPPORTED_PIXELS,
     DataError,
     SkipImageError,
     check_data_paths,
@@ -29,6 +31,7 @@ from lowshot.data.store import ExtractionReport, extract_images, load_ids, load_
 __all__ = [
     "CORRUPT",
     "CROPS",
+    "DAMAGED_MEMBER",
     "DUPLICATE",
     "NOT_AN_IMAGE",
     "NO_IDENTITY",
@@ -36,6 +39,7 @@ __all__ = [
     "RESAMPLE",
     "SKIP_REASONS",
     "TOO_SMALL",
+    "UNSUPPORTED_PIXELS",
     "DataError",
     "ExtractionReport",
     "SkipImageError",

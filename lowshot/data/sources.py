@@ -24,12 +24,32 @@ Files that cannot be used are skipped, counted under a reason (``SKIP_REASONS``)
 logged by name; colour modes are converted instead (grayscale, palette, CMYK -> RGB;
 an alpha channel is dropped). Decisions:
 
+* a zip member that cannot be read back intact (bad CRC-32, corrupt deflate stream,
+  damaged header) is skipped as a ``damaged archive member``; the other members are
+  still read;
 * images smaller than ``image_size`` (or than 108 px for the aligned crop) are skipped,
   not upscaled: an upscaled face is not a sample of the data distribution;
 * when a partition or identity file is given, ids missing from it are skipped: the
   split could not tell which pool they belong to, nor keep their identity out of
   the other pool;
 * a file whose id was already stored (same name in another folder) is skipped.
+
+Pixel formats
+-------------
+The store holds 8 bits per channel. Images with more bits are scaled or skipped, never
+clipped:
+
+* 16-bit images (PIL modes ``I;16*``) map their full range 0..65535 linearly onto
+  0..255, ``round(v / 257)``, so 65535 -> 255 and a gradient stays a gradient;
+* 32-bit integer images (mode ``I``, which PIL also uses for 16-bit data) are scaled
+  the same way when every value lies in 0..65535; with values outside it they have no
+  range this code could know (a 32-bit TIFF may use any part of 0..2**31), so they
+  are skipped as an ``unsupported pixel format``;
+* floating-point images (mode ``F``) are skipped as an ``unsupported pixel format``:
+  their values have no defined range (0..1, 0..255 and raw sensor units all occur), and
+  guessing one, e.g. from the image's own minimum and maximum, would change its contrast.
+  Convert them to 8 or 16 bits before extraction;
+* a mode PIL cannot convert to RGB (such as ``La``) is skipped under the same reason.
 """
 
 from __future__ import annotations
@@ -37,8 +57,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import lzma
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,7 +83,22 @@ TOO_SMALL = "smaller than the crop"
 NO_PARTITION = "not in the partition file"
 NO_IDENTITY = "not in the identity file"
 DUPLICATE = "duplicate id"
-SKIP_REASONS = (NOT_AN_IMAGE, CORRUPT, TOO_SMALL, NO_PARTITION, NO_IDENTITY, DUPLICATE)
+DAMAGED_MEMBER = "damaged archive member"
+UNSUPPORTED_PIXELS = "unsupported pixel format"
+SKIP_REASONS = (
+    NOT_AN_IMAGE,
+    CORRUPT,
+    TOO_SMALL,
+    NO_PARTITION,
+    NO_IDENTITY,
+    DUPLICATE,
+    DAMAGED_MEMBER,
+    UNSUPPORTED_PIXELS,
+)
+
+# What reading a damaged zip member raises: a bad CRC-32 or header (BadZipFile), a corrupt
+# deflate or LZMA stream, or compressed data that ends before the member does (EOFError).
+DAMAGED_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError)
 
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 
@@ -110,7 +147,10 @@ def check_data_paths(
 
 @contextlib.contextmanager
 def open_source(source: PathLike) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
-    """Yield (sorted file names inside ``source``, function reading one file's bytes)."""
+    """Yield (sorted file names inside ``source``, function reading one file's bytes).
+
+    Reading a damaged zip member raises ``SkipImageError`` (``DAMAGED_MEMBER``).
+    """
     source = Path(source)
     if not source.exists():
         raise DataError(missing_source_message(source))
@@ -120,7 +160,16 @@ def open_source(source: PathLike) -> Iterator[tuple[list[str], Callable[[str], b
     elif zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
             names = sorted(info.filename for info in archive.infolist() if not info.is_dir())
-            yield names, archive.read
+
+            def read_member(name: str) -> bytes:
+                try:
+                    return archive.read(name)
+                except DAMAGED_MEMBER_ERRORS as error:
+                    raise SkipImageError(
+                        DAMAGED_MEMBER, f"{type(error).__name__}: {error}"
+                    ) from error
+
+            yield names, read_member
     else:
         raise DataError(f"{source}: not a zip file nor a folder of images")
 
@@ -164,7 +213,10 @@ def read_label_file(path: PathLike) -> dict[str, int]:
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """Decode image bytes to an RGB PIL image (EXIF rotation applied); raises ``SkipImageError``."""
+    """Decode image bytes to an RGB PIL image (EXIF rotation applied); raises ``SkipImageError``.
+
+    Pixel formats with more than 8 bits are scaled or skipped (module docstring).
+    """
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -175,7 +227,39 @@ def decode_image(data: bytes) -> Image.Image:
     # SyntaxError, struct.error, ...); every one of them means "this file is unusable".
     except Exception as error:
         raise SkipImageError(CORRUPT, f"{type(error).__name__}: {error}") from error
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB: 16-bit values scaled, floating point skipped (module docstring).
+
+    Raises ``SkipImageError`` (``UNSUPPORTED_PIXELS``) for a format without a known range.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode == "F":
+        raise SkipImageError(
+            UNSUPPORTED_PIXELS, "floating point (PIL mode F) has no defined range to scale"
+        )
+    if image.mode == "I" or image.mode.startswith("I;"):
+        image = _scale_16_bit(image)
+    try:
+        return image.convert("RGB")
+    except ValueError as error:  # a mode PIL has no conversion to RGB for
+        raise SkipImageError(UNSUPPORTED_PIXELS, f"PIL mode {image.mode}: {error}") from error
+
+
+def _scale_16_bit(image: Image.Image) -> Image.Image:
+    """An integer image (mode ``I`` or ``I;16*``) with values in 0..65535 -> 8-bit ``L``."""
+    values = np.asarray(image)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise SkipImageError(
+            UNSUPPORTED_PIXELS,
+            f"integer values {low}..{high} (PIL mode {image.mode}) lie outside 0..65535, "
+            "so their range is unknown",
+        )
+    return Image.fromarray(np.rint(values / 257).astype(np.uint8))
 
 
 def resolve_crop(size: tuple[int, int], crop: str = "auto") -> str:
