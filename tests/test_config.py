@@ -141,6 +141,7 @@ def test_more_shots_than_the_pool_holds_is_an_error() -> None:
 def test_snakemake_stops_before_any_job_naming_the_key(tmp_path: Path) -> None:
     config = yaml.safe_load((REPO / "configs/test.yaml").read_text())
     config["split"]["n_tset"] = 3
+    config["gan"]["lr"] = "1e-4"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [SNAKEMAKE, "-n", "-s", REPO / "Snakefile", "-d", tmp_path, "--configfile", "bad.yaml"],
@@ -154,3 +155,6 @@ def test_snakemake_stops_before_any_job_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "n_tset" in output
     assert "Job stats" not in output and "rule extract_images" not in output
+    # Every error at once, one line each (not the schema and the config dumped whole).
+    assert "gan.lr: '1e-4' is not of type 'number'" in output and "write 1.0e-4" in output
+    assert len(output.splitlines()) < 40
