@@ -14,8 +14,16 @@ true image, the input (when the problem's class shows one: the grayscale image),
 row per method (labelled on the left) with the PSNR above each reconstruction. Size
 ``figure2_size(n_columns, n_rows)`` at ``DPI``.
 
-Both figures carry their layout in the file's metadata (PNG text chunk / PDF keywords
-``lowshot:panels=<n>`` or ``lowshot:rows=<n>``) so that tests can check it from the file.
+Figure 3 (beyond the paper): the average PSNR of every method on every problem at one
+shot count S, as a heat map of methods (rows, the tables' order) x problems (columns) with
+the PSNR written in each cell. Methods with a shot count appear at S only, the others
+always. The colour is the cell's distance to the best method on its problem (a column),
+so that methods compare within a problem whatever its difficulty. Size
+``figure3_size(n_methods, n_problems)`` at ``DPI``.
+
+Every figure carries its layout in the file's metadata (PNG text chunk / PDF keywords
+``lowshot:panels=<n>``, ``lowshot:rows=<n>`` or ``lowshot:cells=<methods>x<problems>``)
+so that tests can check it from the file.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from PIL import Image
 
 from lowshot import data, methods, problems
 from lowshot.io import atomic_path, read_recovery
-from lowshot.tables import method_label, method_sort_key
+from lowshot.tables import method_label, method_sort_key, problem_label, sort_rows
 
 DPI = 150
 # Figure 1: width x height in inches (two panels side by side, legend below).
@@ -45,6 +53,20 @@ FIGURE1_SIZE = (11.0, 5.0)
 FIGURE2_CELL = 1.2
 FIGURE2_TITLE = 0.25
 FIGURE2_LABEL = 1.3
+
+# Figure 3: every cell is FIGURE3_CELL (width, height) inches; the margins around the
+# grid (inches) hold the method labels (left), the tilted problem labels (bottom), the
+# title (top) and the colour bar with its label (right). Each is a whole number of pixels
+# at DPI (150 x 60 pixels a cell), so the PNG size has no rounding to argue about.
+FIGURE3_CELL = (1.0, 0.4)
+FIGURE3_LEFT = 1.9
+FIGURE3_BOTTOM = 1.0
+FIGURE3_TOP = 0.6
+FIGURE3_RIGHT = 1.2
+# The colour scale spans at most this many dB below a problem's best method (further
+# cells share the darkest colour), and at least 1 dB.
+FIGURE3_MAX_GAP_DB = 10.0
+DIVERGED_CELL = "—"
 
 _LOSS_TITLES = {"mmd": "MMD loss", "l2": r"$\ell_2$ loss"}
 _LOSS_ORDER = ("mmd", "l2")
@@ -300,6 +322,160 @@ def figure2_from_files(
     shown = cls.input_image(true)
     input_row = None if shown is None or cls.input_label is None else (cls.input_label, shown)
     return figure2(true, input_row, rows, path_pdf, path_png)
+
+
+# --- Figure 3 ------------------------------------------------------------------------
+
+
+def figure3_size(n_methods: int, n_problems: int) -> tuple[float, float]:
+    """Figure 3's (width, height) in inches for ``n_methods`` rows of ``n_problems`` cells."""
+    return (
+        FIGURE3_LEFT + n_problems * FIGURE3_CELL[0] + FIGURE3_RIGHT,
+        FIGURE3_TOP + n_methods * FIGURE3_CELL[1] + FIGURE3_BOTTOM,
+    )
+
+
+def figure3_size_px(n_methods: int, n_problems: int) -> tuple[int, int]:
+    """Figure 3's PNG (width, height) in pixels (every ``FIGURE3_*`` length is a whole
+    number of pixels at ``DPI``, so rounding only undoes floating-point error)."""
+    width, height = figure3_size(n_methods, n_problems)
+    return round(width * DPI), round(height * DPI)
+
+
+def at_shots(summary: pd.DataFrame, shots: int) -> pd.DataFrame:
+    """The summary rows Figure 3 shows: methods with a shot count at ``shots`` only, the
+    methods without one (``shots`` missing) always.
+
+    Raises ``ValueError`` when some method has a shot count but none has ``shots`` (the
+    figure would silently lose every such method), naming the shot counts there are.
+    """
+    counts = summary["shots"].astype("Float64")
+    present = sorted({int(s) for s in counts.dropna()})
+    if present and shots not in present:
+        raise ValueError(
+            f"figure3: no method has S={shots}; the summary has S = "
+            f"{', '.join(map(str, present))} (set report.figure3_shots to one of them)"
+        )
+    keep = (counts.isna() | (counts == shots)).fillna(False).to_numpy(dtype=bool)
+    return summary[keep]
+
+
+def figure3_grid(summary: pd.DataFrame, shots: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Figure 3's cells: (mean PSNR in dB, cell text), both methods x problems.
+
+    Rows are method names, columns problem names, both in the tables' order
+    (``lowshot.tables.sort_rows``), of the rows ``at_shots`` keeps. The PSNR is NaN where
+    a method has no row on a problem or every image diverged; the text is the PSNR to one
+    decimal, ``DIVERGED_CELL`` where every image diverged and "" where there is no row.
+    Raises ``ValueError`` when no row is left to show.
+    """
+    rows = sort_rows(at_shots(summary, shots))
+    if rows.empty:
+        raise ValueError(f"figure3: the summary has no rows to show at S={shots}")
+    problem_names = list(dict.fromkeys(rows["problem"]))
+    method_names = sorted(dict.fromkeys(rows["method"]), key=method_sort_key)
+    psnr = pd.DataFrame(np.nan, index=method_names, columns=problem_names, dtype=np.float64)
+    text = pd.DataFrame("", index=method_names, columns=problem_names, dtype=object)
+    for method, problem, mean in zip(
+        rows["method"], rows["problem"], rows["psnr_mean"], strict=True
+    ):
+        value = float(mean)
+        psnr.loc[method, problem] = value
+        text.loc[method, problem] = f"{value:.1f}" if np.isfinite(value) else DIVERGED_CELL
+    return psnr, text
+
+
+def figure3(
+    summary: pd.DataFrame,
+    path_pdf: str | os.PathLike[str],
+    path_png: str | os.PathLike[str],
+    shots: int = 10,
+) -> Figure:
+    """Draw Figure 3 ("beyond the paper") from a PSNR summary (``summarize`` columns).
+
+    A heat map of ``figure3_grid(summary, shots)``: one row per method (labelled with
+    ``lowshot.tables.method_label``), one column per problem (``problem_label``), the mean
+    PSNR written in every cell (bold: the best on its problem; "—": every image
+    diverged; empty: the method has no row on the problem). The colour is the cell's PSNR
+    minus the best PSNR on its problem (0 dB brightest, down to ``FIGURE3_MAX_GAP_DB``
+    below). Returns the figure; its first axes is the grid, the second the colour bar.
+    """
+    psnr, text = figure3_grid(summary, shots)
+    n_methods, n_problems = psnr.shape
+    gap = psnr - psnr.max(axis=0, skipna=True)
+    finite = np.isfinite(gap.to_numpy())
+    lowest = float(np.nanmin(gap.to_numpy())) if finite.any() else 0.0
+    vmin = -min(max(-lowest, 1.0), FIGURE3_MAX_GAP_DB)
+    cmap = sns.color_palette("rocket", as_cmap=True)
+
+    width, height = figure3_size(n_methods, n_problems)
+    grid_width, grid_height = n_problems * FIGURE3_CELL[0], n_methods * FIGURE3_CELL[1]
+    fig = _new_figure((width, height))
+    ax = fig.add_axes(
+        (FIGURE3_LEFT / width, FIGURE3_BOTTOM / height, grid_width / width, grid_height / height)
+    )
+    cax = fig.add_axes(
+        (
+            (FIGURE3_LEFT + grid_width + 0.15) / width,
+            FIGURE3_BOTTOM / height,
+            0.15 / width,
+            grid_height / height,
+        )
+    )
+    ax.set_facecolor("0.93")
+    sns.heatmap(
+        gap,
+        mask=~finite,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=0.0,
+        ax=ax,
+        cbar_ax=cax,
+        cbar_kws={
+            "label": "dB below the best\non the problem",
+            "extend": "min" if -lowest > FIGURE3_MAX_GAP_DB else "neither",
+        },
+        linewidths=1.0,
+        linecolor="white",
+        xticklabels=[problem_label(str(p)) for p in psnr.columns],
+        yticklabels=[method_label(str(m)) for m in psnr.index],
+        square=False,
+    )
+    best = psnr.eq(psnr.max(axis=0, skipna=True), axis=1).to_numpy()
+    for r in range(n_methods):
+        for c in range(n_problems):
+            label = str(text.iat[r, c])
+            if not label:
+                continue
+            if finite[r, c]:
+                shade = cmap((gap.iat[r, c] - vmin) / -vmin)
+                luminance = 0.2126 * shade[0] + 0.7152 * shade[1] + 0.0722 * shade[2]
+                colour = "black" if luminance > 0.45 else "white"
+            else:
+                colour = "0.35"
+            weight = "bold" if best[r, c] else "normal"
+            ax.text(
+                c + 0.5,
+                r + 0.5,
+                label,
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color=colour,
+                fontweight=weight,
+            )
+    ax.tick_params(axis="both", length=0, labelsize=9)
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    cax.tick_params(labelsize=8)
+    title = "Average PSNR (dB)"
+    if summary["shots"].notna().any():
+        title += f", methods with shots at S = {shots}"
+    fig.suptitle(title, x=0.15 / width, y=1 - 0.12 / height, ha="left", va="top", fontsize=11)
+    _save(fig, path_pdf, path_png, f"lowshot:cells={n_methods}x{n_problems}")
+    return fig
 
 
 def read_layout_tag(path: str | os.PathLike[str]) -> str:

@@ -22,6 +22,8 @@ OUTPUTS: tuple[str, ...] = (
     "figures/figure1.png",
     "figures/figure2.pdf",
     "figures/figure2.png",
+    "figures/figure3.pdf",
+    "figures/figure3.png",
 )
 
 # Printed in full after the list of outputs, in this order, when they exist.

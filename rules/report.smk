@@ -1,9 +1,11 @@
 # Report stage: the per-image metrics table and PSNR summary (collect_metrics), the
 # paper's claims tested on that table (check_claims: claims.{csv,md}), Figure 1
-# (PSNR against the parameter of report.figure1_problem, from the summary) and Figure 2
-# (the report.figure2_problem grid, from the recovered images). A figure is defined only
-# when the config has a problem of its kind, so asking for a figure a config cannot
-# make fails with "no rule to produce" instead of a missing recovery file.
+# (PSNR against the parameter of report.figure1_problem, from the summary), Figure 2
+# (the report.figure2_problem grid, from the recovered images) and Figure 3 (beyond the
+# paper: every method on every problem at S = report.figure3_shots, from the summary).
+# Figures 1 and 2 are defined only when the config has a problem of their kind, so
+# asking for a figure a config cannot make fails with "no rule to produce" instead of a
+# missing recovery file; Figure 3 can always be made.
 # REPORT_TARGETS lists every output of this file that the config can build (for `all`).
 
 TABLES = f"{RESULTS}/tables"
@@ -22,6 +24,17 @@ FIGURE2_METHODS = [
     for name in REPORT["figure2_methods"]
     if lsmethods.parse_method(name).kind in config["recover"]["methods"]
 ]
+# Figure 3 shows the methods that have a shot count at this S only: a config whose
+# methods have shot counts, none of them this one, is an error before any job.
+FIGURE3_SHOTS = REPORT["figure3_shots"]
+SHOT_COUNTS = sorted(
+    {spec.shots for spec in lsmethods.method_specs(config) if spec.shots is not None}
+)
+if SHOT_COUNTS and FIGURE3_SHOTS not in SHOT_COUNTS:
+    raise lsconfig.ConfigError(
+        f"report.figure3_shots: {FIGURE3_SHOTS} is none of the shot counts this config's "
+        f"methods run ({SHOT_COUNTS}, from lowshot.shots); set it to one of them"
+    )
 REPORT_TARGETS = (
     [f"{TABLES}/metrics.csv"]
     + expand(f"{TABLES}/psnr_summary.{{ext}}", ext=["csv", "md", "tex"])
@@ -36,6 +49,7 @@ REPORT_TARGETS = (
         if FIGURE2_ENABLED
         else []
     )
+    + expand(f"{FIGURES}/figure3.{{ext}}", ext=["pdf", "png"])
 )
 
 
@@ -164,3 +178,31 @@ if FIGURE2_ENABLED:
             plugins=PLUGINS,
         script:
             "../scripts/figure2.py"
+
+
+rule figure3:
+    input:
+        summary=f"{TABLES}/psnr_summary.csv",
+    output:
+        pdf=f"{FIGURES}/figure3.pdf",
+        png=report(
+            f"{FIGURES}/figure3.png",
+            caption="../report/figure3.rst",
+            category="Figures",
+            labels={"figure": "Figure 3: beyond the paper"},
+        ),
+    log:
+        f"{RESULTS}/logs/figure3/figure3.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figure3/figure3.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        shots=FIGURE3_SHOTS,
+        plugins=PLUGINS,
+    script:
+        "../scripts/figure3.py"

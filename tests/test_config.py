@@ -15,6 +15,7 @@ import yaml
 
 from lowshot import data
 from lowshot.config import ConfigError, load_config, validate_config
+from lowshot.problems import PROBLEMS
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -45,8 +46,8 @@ def test_wrong_values_name_their_key(change: dict, key: str) -> None:
             "recover.methods[1]: unknown value 'dip'; known: ",
         ),
         (
-            {"problems": {"inpainting": {}}},
-            "problems.inpainting: unknown key; check its spelling. Known keys: ",
+            {"problems": {"deblurring": {}}},
+            "problems.deblurring: unknown key; check its spelling. Known keys: ",
         ),
         ({"report": {"figure1_problem": "deblurring"}}, "report.figure1_problem: unknown value"),
     ],
@@ -106,10 +107,8 @@ def test_schema_sections_come_from_the_registered_classes() -> None:
         [sys.executable, "-m", "lowshot.config"], capture_output=True, text=True, check=True
     ).stdout
     schema = yaml.safe_load(printed)
-    assert set(schema["properties"]["problems"]["properties"]) == {
-        "compressed_sensing",
-        "colorization",
-    }
+    assert set(schema["properties"]["problems"]["properties"]) == set(PROBLEMS.names())
+    assert {"compressed_sensing", "colorization"} <= set(PROBLEMS.names())
     iagan = schema["properties"]["recover"]["properties"]["iagan"]["properties"]
     assert iagan["joint_theta_lr"]["default"] == pytest.approx(1e-3)
 

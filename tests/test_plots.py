@@ -255,3 +255,130 @@ def test_summary_tables_feed_figure1(tmp_path):
                            tmp_path / "f.png")  # fmt: skip
     assert len(figure.axes) == 2
     assert [len(ax.get_lines()) for ax in figure.axes] == [5, 5]
+
+
+# --- Figure 3 ------------------------------------------------------------------------
+
+
+def figure3_summary() -> pd.DataFrame:
+    """``synthetic_summary`` (low-shot S=5 and S=10, baselines, colorization with CSGM
+    only) with IAGAN diverged on every image of cs-0.3."""
+    summary = synthetic_summary()
+    diverged = (summary["problem"] == "cs-0.3") & (summary["method"] == "iagan")
+    summary.loc[diverged, ["psnr_mean", "psnr_ci_low", "psnr_ci_high"]] = np.nan
+    summary.loc[diverged, "n_diverged"] = 4
+    return summary
+
+
+FIGURE3_METHODS = ["lowshot-mmd-S10", "lowshot-l2-S10", "untrained", "csgm", "iagan"]
+FIGURE3_PROBLEMS = ["cs-0.02", "cs-0.1", "cs-0.3", "colorization"]
+
+
+def cell_texts(figure) -> dict[tuple[int, int], tuple[str, str]]:
+    """(row, column) -> (text, font weight) of the texts written in Figure 3's cells."""
+    return {
+        (int(text.get_position()[1] - 0.5), int(text.get_position()[0] - 0.5)): (
+            text.get_text(),
+            text.get_fontweight(),
+        )
+        for text in figure.axes[0].texts
+    }
+
+
+def test_figure3_grid_keeps_the_chosen_shots_and_every_method_without_shots():
+    psnr, text = plots.figure3_grid(figure3_summary(), shots=10)
+    assert list(psnr.index) == FIGURE3_METHODS
+    assert list(psnr.columns) == FIGURE3_PROBLEMS
+    # 10-shot MMD at cs-0.1: 15 + 10 * 0.1 + 10 / 10; the baselines are 16, 17, 18 dB.
+    assert psnr.loc["lowshot-mmd-S10", "cs-0.1"] == pytest.approx(17.0)
+    assert text.loc["lowshot-mmd-S10", "cs-0.1"] == "17.0"
+    assert list(psnr.loc[["untrained", "csgm", "iagan"], "cs-0.02"]) == [16.0, 17.0, 18.0]
+    assert text.loc["iagan", "cs-0.3"] == plots.DIVERGED_CELL
+    assert np.isnan(psnr.loc["iagan", "cs-0.3"])
+    # Colorization has CSGM only: the other cells are empty, not diverged.
+    assert text.loc["csgm", "colorization"] == "20.0"
+    assert text.loc["untrained", "colorization"] == ""
+    assert np.isnan(psnr.loc["untrained", "colorization"])
+    five, _ = plots.figure3_grid(figure3_summary(), shots=5)
+    assert list(five.index) == ["lowshot-mmd-S5", "lowshot-l2-S5", "untrained", "csgm", "iagan"]
+    assert five.loc["lowshot-l2-S5", "cs-0.3"] == pytest.approx(15 + 3 + 0.5)
+
+
+def test_figure3_needs_a_shot_count_the_summary_has():
+    with pytest.raises(ValueError, match=r"no method has S=7; the summary has S = 5, 10"):
+        plots.figure3_grid(figure3_summary(), shots=7)
+    baselines = figure3_summary()
+    baselines = baselines[baselines["shots"].isna()]
+    psnr, _ = plots.figure3_grid(baselines, shots=7)  # no method has a shot count: fine
+    assert list(psnr.index) == ["untrained", "csgm", "iagan"]
+    with pytest.raises(ValueError, match="no rows"):
+        plots.figure3_grid(baselines.iloc[:0], shots=10)
+
+
+def test_figure3_writes_the_numbers_labels_and_colours_of_the_grid(tmp_path):
+    pdf, png = tmp_path / "f3.pdf", tmp_path / "f3.png"
+    figure = plots.figure3(figure3_summary(), pdf, png, shots=10)
+    grid = figure.axes[0]
+    assert [label.get_text() for label in grid.get_yticklabels()] == [
+        "10-shot (MMD)",
+        "10-shot (ℓ2)",
+        "Untrained",
+        "GAN (CSGM)",
+        "IAGAN",
+    ]
+    assert [label.get_text() for label in grid.get_xticklabels()] == [
+        tables.problem_label(name) for name in FIGURE3_PROBLEMS
+    ]
+    assert [label.get_text() for label in grid.get_xticklabels()][:2] == [
+        "m/n = 0.02",
+        "m/n = 0.1",
+    ]
+    cells = cell_texts(figure)
+    # Row 0 = 10-shot MMD, column 1 = cs-0.1: 17.0 dB, below IAGAN's 18 dB there.
+    assert cells[(0, 1)] == ("17.0", "normal")
+    assert cells[(4, 1)] == ("18.0", "bold")  # the best on cs-0.1
+    assert cells[(0, 2)] == ("19.0", "bold")  # cs-0.3: 15 + 3 + 1 beats 16 and 17
+    assert cells[(4, 2)][0] == plots.DIVERGED_CELL
+    assert cells[(3, 3)] == ("20.0", "bold")  # CSGM, the only method on colorization
+    assert (0, 3) not in cells and (2, 3) not in cells  # no row: no text
+    assert len(cells) == 5 * 3 + 1
+    # The colour is the distance to the problem's best: 17 - 18 at cs-0.1 for 10-shot MMD.
+    colours = grid.collections[0].get_array().reshape(5, 4)
+    assert colours[0, 1] == pytest.approx(-1.0)
+    assert colours[4, 1] == 0.0 and colours[3, 3] == 0.0
+    assert np.ma.is_masked(colours[4, 2]) and np.ma.is_masked(colours[0, 3])
+
+
+def test_figure3_size_and_layout_tag_follow_the_grid(tmp_path):
+    pdf, png = tmp_path / "f3.pdf", tmp_path / "f3.png"
+    plots.figure3(figure3_summary(), pdf, png, shots=10)
+    assert plots.read_layout_tag(png) == "lowshot:cells=5x4"
+    assert png_size(png) == plots.figure3_size_px(5, 4)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    width, height = plots.figure3_size(5, 4)
+    assert width == pytest.approx(
+        plots.FIGURE3_LEFT + 4 * plots.FIGURE3_CELL[0] + plots.FIGURE3_RIGHT
+    )
+    assert height == pytest.approx(
+        plots.FIGURE3_TOP + 5 * plots.FIGURE3_CELL[1] + plots.FIGURE3_BOTTOM
+    )
+    wider, taller = plots.figure3_size(6, 5)
+    assert wider > width and taller > height
+    # One loss only: fewer rows, a shorter figure of the same width.
+    one_loss = figure3_summary()
+    one_loss = one_loss[one_loss["loss"].fillna("mmd") == "mmd"]
+    plots.figure3(one_loss, pdf, png, shots=10)
+    assert plots.read_layout_tag(png) == "lowshot:cells=4x4"
+    assert png_size(png) == plots.figure3_size_px(4, 4)
+
+
+def test_summary_tables_feed_figure3(tmp_path):
+    """The CSV written by the tables module reads back into the same Figure 3 grid."""
+    tables.write_summary_csv(figure3_summary(), tmp_path / "s.csv")
+    summary = tables.read_summary_csv(tmp_path / "s.csv")
+    psnr, text = plots.figure3_grid(summary, shots=10)
+    expected_psnr, expected_text = plots.figure3_grid(figure3_summary(), shots=10)
+    pd.testing.assert_frame_equal(psnr, expected_psnr)
+    pd.testing.assert_frame_equal(text, expected_text)
+    figure = plots.figure3(summary, tmp_path / "f.pdf", tmp_path / "f.png", shots=10)
+    assert len(cell_texts(figure)) == 5 * 3 + 1

@@ -70,5 +70,8 @@ def make_operator(
 
 
 def noise_std(config: Mapping[str, Any], name: str) -> float:
-    """The measurement-noise std of a problem name: ``problems.<kind>.noise_std``."""
-    return float(config["problems"][parse_problem(name).kind]["noise_std"])
+    """The measurement-noise std (>= 0) of a problem name in a validated config: its
+    family's ``Operator.noise_std`` of the section ``problems.<kind>``, which is that
+    section's ``noise_std`` unless the family decides per problem (a noise sweep)."""
+    spec = parse_problem(name)
+    return PROBLEMS[spec.kind].noise_std(spec, config["problems"][spec.kind])

@@ -9,6 +9,8 @@ plugin) decorated with ``@register``. The class owns everything about its proble
 - ``problem_names(section)``: the problems a config asks for, e.g. ``cs-0.1``;
 - ``parse(name)``: the ``ProblemSpec`` of one of its names, or None;
 - ``label(spec)``: the name shown in tables and figures;
+- ``noise_std(spec, section)``: the problem's noise level, by default the section's
+  ``noise_std``;
 - ``build(spec, config_seed=, device=)``: the operator, with its ``A`` and ``A_adjoint``.
 
 Noise is a separate object (``GaussianNoise``), applied the same way to every operator.
@@ -83,6 +85,17 @@ class Operator(abc.ABC):
     def label(cls, spec: ProblemSpec) -> str:
         """The problem's name in tables and figures."""
         return spec.name
+
+    @classmethod
+    def noise_std(cls, spec: ProblemSpec, section: Mapping[str, Any]) -> float:
+        """The measurement-noise std (>= 0, in the images' [-1, 1] units) of problem
+        ``spec``, given its validated config section ``problems.<kind>``.
+
+        Default: the section's ``noise_std``, one level for every problem of the family.
+        A family whose problems differ in their noise (a noise sweep) overrides this.
+        """
+        del spec
+        return float(section["noise_std"])
 
     @classmethod
     @abc.abstractmethod
