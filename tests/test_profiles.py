@@ -1,7 +1,10 @@
 """The Snakemake profiles: they parse the way Snakemake parses them, name real options, give
 a GPU to exactly the torch rules, and take partition and account from the environment; and a
 dry-run of the paper config through `--profile profiles/slurm` requests GPUs on exactly the
-GPU rules (no Slurm needed: a dry-run submits nothing)."""
+GPU rules (no Slurm needed: a dry-run submits nothing). `--profile slurm`, as users type it in
+the repository root, finds profiles/slurm through the top-level link; the profile groups jobs
+into fewer Slurm jobs (a whole group of recoveries asks sbatch for one GPU: checked with a
+stand-in sbatch that records its calls), and runs without it group nothing."""
 
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 import yte
-from snakemake.cli import get_argument_parser
+from snakemake.cli import get_argument_parser, get_profile_dir
 from snakemake.profiles import ProfileConfigFileParser
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
+SLURM_LINK = ROOT / "slurm"
 DEFAULT_PROFILE = ROOT / "profiles" / "default" / "config.yaml"
 GPU_RULES = {"train_gan", "pretrain_lowshot", "recover"}
 SHARED_DATA = ROOT.parent / "shared" / "data" / "celeba"
@@ -116,9 +120,218 @@ def test_workflow_profile_does_not_override_the_cluster_profile(no_slurm_env: No
     assert not {"executor", "set-resources", "default-resources", "retries"} & set(workstation)
 
 
+# --- `--profile slurm` from the repository root -----------------------------------------
+
+
+def test_top_level_slurm_is_a_relative_link_to_the_profile() -> None:
+    assert SLURM_LINK.is_symlink(), "slurm must be a link (one profile, in profiles/slurm)"
+    assert os.readlink(SLURM_LINK) == "profiles/slurm"
+    assert (SLURM_LINK / "config.yaml").resolve() == SLURM_PROFILE.resolve()
+
+
+def test_profile_name_slurm_resolves_to_the_repository_profile_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Snakemake's own lookup: a name that exists from the current folder wins over the
+    user's and the site's profile folders (~/.config/snakemake, /etc/xdg/snakemake)."""
+    decoy = tmp_path / "xdg" / "snakemake" / "slurm"
+    decoy.mkdir(parents=True)
+    (decoy / "config.yaml").write_text("executor: local\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(ROOT)
+    _, config_file = get_profile_dir("slurm")
+    assert config_file.resolve() == SLURM_PROFILE.resolve()
+    # Elsewhere the same name is the user's profile: the link is what makes the difference.
+    monkeypatch.chdir(tmp_path)
+    _, config_file = get_profile_dir("slurm")
+    assert config_file.resolve() == (decoy / "config.yaml").resolve()
+
+
+# --- groups: fewer, fuller Slurm jobs ----------------------------------------------------
+
+
+def workflow_rules() -> set[str]:
+    """Rule names of the workflow (rules/*.smk, also rules defined inside an `if`)."""
+    names = set()
+    for path in (ROOT / "rules").glob("*.smk"):
+        names |= set(re.findall(r"^\s*rule (\w+):", path.read_text(), flags=re.M))
+    return names
+
+
+def test_slurm_profile_groups_real_rules_and_sizes_a_group_for_one_job_at_a_time(
+    no_slurm_env: None,
+) -> None:
+    document = profile_document(SLURM_PROFILE)
+    groups = document["groups"]
+    assert groups["recover"] == "recover"
+    assert set(groups) <= workflow_rules(), sorted(set(groups) - workflow_rules())
+    # Training stays one job per model: each is hours of GPU work, in parallel.
+    assert not {"train_gan", "pretrain_lowshot"} & set(groups)
+    # configs/test.yaml's 6 recovery chains (2 problems x lowshot, untrained, CSGM->IAGAN)
+    # in one Slurm job.
+    assert document["group-components"]["recover"] >= 6
+    assert set(document["group-components"]) <= set(groups.values())
+    # Every job takes the one slot of its Slurm job; the slot is per Slurm job (local).
+    assert document["default-resources"]["group_slot"] == 1
+    assert document["resources"] == {"group_slot": 1}
+    assert document["set-resource-scopes"] == {"group_slot": "local"}
+
+
+def dry_run(*args: str, cwd: Path = ROOT) -> str:
+    env = {key: value for key, value in os.environ.items() if key not in ENV_KEYS}
+    env.pop("SNAKEMAKE_PROFILE", None)
+    snakemake = Path(sys.executable).with_name("snakemake")
+    result = subprocess.run(
+        [str(snakemake), "--dry-run", "--forceall", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.mark.slow
+def test_test_grid_as_typed_groups_every_recovery_and_local_runs_group_nothing() -> None:
+    """`snakemake --cores 8 --profile slurm` in the repository root: the test grid's jobs go
+    to Slurm as 5 (data, train_gan, pretrain_lowshot, its 8 recoveries, the report), at
+    least 3x fewer than the 15 of one job each; without the profile nothing is grouped."""
+    grouped = dry_run("--cores", "8", "--profile", "slurm", "--configfile", "configs/test.yaml")
+    assert "Using profiles slurm and workflow specific profile profiles/default" in grouped
+    # `[date] Group job NAME (...)`, then its jobs indented (`    rule NAME:`); a job of its
+    # own is `rule NAME:` in column 0.
+    group_jobs: dict[str, list[str]] = {}
+    single = []
+    group = None
+    for line in grouped.splitlines():
+        if match := re.search(r"\] Group job (\w+) ", line):
+            group = match.group(1)
+            group_jobs[group] = []
+        elif match := re.match(r"rule (\w+):$", line):
+            group = None
+            single.append(match.group(1))
+        elif group and (match := re.match(r"\s+rule (\w+):$", line)):
+            group_jobs[group].append(match.group(1))
+    assert sorted(group_jobs["recover"]) == ["recover"] * 8
+    assert sorted(group_jobs["data"]) == ["extract_images", "split_data"]
+    assert {"collect_metrics", "check_claims", "figure1", "figure2"} <= set(group_jobs["report"])
+    single.remove("all")  # no Slurm job: it only names the targets
+    assert sorted(single) == ["pretrain_lowshot", "train_gan"]
+    assert len(group_jobs) + len(single) <= 15 // 3
+    local = dry_run("--cores", "2", "--configfile", "configs/test.yaml")
+    assert "Group job" not in local
+
+
+# --- what sbatch is asked for: a stand-in sbatch records the plugin's calls -------------
+
+# Stand-ins for the Slurm commands the plugin runs: sbatch records its call, one line, and
+# fails (Snakemake then reports the job as failed: nothing runs); sacctmgr knows the
+# account; the others fail at once, as on a machine without Slurm.
+FAKE_SLURM = {
+    "sbatch": """#!/bin/sh
+printf '%s\\n' "$*" >> "$SBATCH_CALLS"
+echo "sbatch: error: stand-in sbatch of tests/test_profiles.py" >&2
+exit 1
+""",
+    "sacctmgr": "#!/bin/sh\necho proj\n",
+    **{name: "#!/bin/sh\nexit 1\n" for name in ("sacct", "squeue", "scontrol", "sinfo", "sshare")},
+}
+
+GROUP_WORKFLOW = """
+rule all:
+    input:
+        expand("out/{i}.txt", i=range(4)),
+
+
+rule recover:
+    output:
+        "out/{i}.txt",
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    shell:
+        "touch {output}"
+"""
+
+
+def sbatch_calls(tmp_path: Path, *args: str) -> list[str]:
+    """The sbatch calls of `snakemake --cores 8 --profile slurm` on a workflow of 4
+    independent recoveries (the pipeline's rule name, resources and threads), in a folder
+    where `slurm` links to this repository's profile."""
+    (tmp_path / "Snakefile").write_text(GROUP_WORKFLOW)
+    (tmp_path / "slurm").symlink_to(SLURM_PROFILE.parent)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, script in FAKE_SLURM.items():
+        (bin_dir / name).write_text(script)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "sbatch_calls.txt"
+    env = {key: value for key, value in os.environ.items() if key not in ENV_KEYS}
+    env.pop("SNAKEMAKE_PROFILE", None)
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        SBATCH_CALLS=str(calls),
+        SBATCH_ACCOUNT="proj",
+        SBATCH_PARTITION="gpu",
+    )
+    result = subprocess.run(
+        # --retries 0: one submission per job; status checks after 1 s, not 40 s.
+        [
+            "snakemake",
+            "--cores",
+            "8",
+            "--profile",
+            "slurm",
+            "--retries",
+            "0",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0  # every submission failed
+    assert calls.is_file(), (result.stdout + result.stderr)[-4000:]
+    return calls.read_text().splitlines()
+
+
+def test_a_group_of_recoveries_asks_sbatch_for_one_gpu_and_the_sum_of_their_times(
+    tmp_path: Path,
+) -> None:
+    calls = sbatch_calls(tmp_path)
+    assert len(calls) == 1, calls  # 4 recoveries, one sbatch
+    call = calls[0]
+    assert "slurm_logs/group_recover_recover/" in call
+    assert "--gpus=1" in call.split() and "--cpus-per-task=2" in call.split()
+    assert re.search(r" --mem 8000 ", call), call  # one recovery's memory, not 4x
+    assert re.search(r" -t 240 ", call), call  # 4 x 60 minutes, one after another
+    assert " -p gpu " in call and " -A proj " in call
+
+
+def test_without_the_per_job_slot_a_group_would_ask_for_a_gpu_per_recovery(
+    tmp_path: Path,
+) -> None:
+    """Why the profile has the slot: with no per-Slurm-job limit, Snakemake sizes a group
+    for its jobs side by side (up to --cores), 4 GPUs and 4x the memory for 4 recoveries,
+    although the Snakemake inside the allocation runs them one after another."""
+    call = sbatch_calls(tmp_path, "--resources", "unrelated=1")[0]
+    assert "--gpus=4" in call.split() and re.search(r" --mem 32000 ", call), call
+
+
 # --- dry-run of the paper config --------------------------------------------------------
 
-JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
+# Indented in a group job's block.
+JOB_HEADER = re.compile(r"^\s*(?:local)?rule (\w+):$")
 RESOURCES = re.compile(r"^\s+resources: (.*)$")
 THREADS = re.compile(r"^\s+threads: (\d+)$")
 
@@ -141,13 +354,17 @@ def test_dry_run_parser() -> None:
     text = (
         "rule train_gan:\n    input: a\n    threads: 2\n"
         "    resources: tmpdir=/tmp, mem_mb=16000, cpus_per_task=2, gpu=1\n"
+        "[Fri Nov 27 06:28:21 2026] Group job recover (jobs in lexicogr. order):\n\n"
+        "    [Fri Nov 27 06:28:21 2026]\n    rule recover:\n        threads: 2\n"
+        "        resources: tmpdir=/tmp, mem_mb=8000, cpus_per_task=2, gpu=1\n"
         "localrule all:\n    input: b\n    resources: tmpdir=/tmp\n"
     )
     jobs = dry_run_jobs(text)
-    assert [job["rule"] for job in jobs] == ["train_gan", "all"]
+    assert [job["rule"] for job in jobs] == ["train_gan", "recover", "all"]
     assert jobs[0]["threads"] == 2
     assert jobs[0]["resources"]["gpu"] == "1"
-    assert "gpu" not in jobs[1]["resources"]
+    assert jobs[1]["resources"]["mem_mb"] == "8000"
+    assert "gpu" not in jobs[2]["resources"]
 
 
 @pytest.mark.slow

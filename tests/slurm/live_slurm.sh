@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Live Slurm test: installs Debian's Slurm and munge (root, apt-get), starts a one-node
 # cluster on this host (munged, MariaDB + slurmdbd for sacct, slurmctld, slurmd with two
-# fake GPUs), runs a workflow through the production profile `profiles/slurm`, checks in
-# sacct and the plugin's logs that every job went through sbatch (GPU jobs with a GPU, in
-# the partition taken from SBATCH_PARTITION), prints the Slurm job ids of the rules, and
-# stops every daemon it started, by PID, on any exit.
+# fake GPUs), runs a workflow through the production profile `profiles/slurm` with the
+# command users type, `snakemake --cores 8 --profile slurm ...` from the workflow's root
+# (the top-level link `slurm -> profiles/slurm`), checks in sacct and the plugin's logs
+# that every job went through sbatch (GPU jobs with one GPU, in the partition taken from
+# SBATCH_PARTITION), lists the Slurm jobs (sbatch calls, sacct or squeue), reports the jobs
+# submitted and the overhead per Slurm job and per rule job, and stops every daemon it
+# started, by PID, on any exit.
 #
 # Usage (as root):
 #   tests/slurm/live_slurm.sh                         # the pipeline, configs/test.yaml
-#   tests/slurm/live_slurm.sh --toy                   # tests/slurm/toy (4 tiny jobs)
+#   tests/slurm/live_slurm.sh --toy                   # tests/slurm/toy (5 jobs, 4 Slurm jobs)
 #   tests/slurm/live_slurm.sh --workflow-dir DIR --configfile FILE [TARGET ...]
 # Options:
 #   --workflow-dir DIR   folder holding the Snakefile (default: the repository root); it is
@@ -19,8 +22,12 @@
 #   --status CMD         the plugin's status command: sacct (default, as on real clusters,
 #                        with slurmdbd) or squeue (no accounting daemons)
 #   --timeout SECONDS    limit for the workflow run (default 2400)
+#   --ungrouped          replace the profile's `groups` by a map that names no rule: every
+#                        job is its own Slurm job, as before the profile grouped jobs (to
+#                        measure what grouping saves)
 #   --keep               keep the temporary folder (configs, daemon logs, the run)
-# Environment: SNAKEMAKE (default .venv/bin/snakemake), PYTHON (default .venv/bin/python).
+# Environment: SNAKEMAKE (default .venv/bin/snakemake; the run puts its folder first on
+# PATH and calls `snakemake`), PYTHON (default .venv/bin/python).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,12 +35,15 @@ REPO="$(cd "$HERE/../.." && pwd)"
 SNAKEMAKE="${SNAKEMAKE:-$REPO/.venv/bin/snakemake}"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 PROFILE="$REPO/profiles/slurm"
+# What users type in the repository root (README); the harness adds its own options after.
+COMMAND=(snakemake --cores 8 --profile slurm)
 
 WORKFLOW_DIR="$REPO"
 CONFIGFILE="configs/test.yaml"
 STATUS_COMMAND="sacct"
 RUN_TIMEOUT=2400
 KEEP=0
+UNGROUPED=0
 TARGETS=()
 
 # Loopback-only ports, away from Slurm's and MariaDB's defaults so that a Slurm the host
@@ -62,6 +72,7 @@ while (($#)); do
     --status) STATUS_COMMAND="$2" && shift 2 ;;
     --timeout) RUN_TIMEOUT="$2" && shift 2 ;;
     --keep) KEEP=1 && shift ;;
+    --ungrouped) UNGROUPED=1 && shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' && exit 0 ;;
     --) shift && TARGETS+=("$@") && break ;;
     -*) die "unknown option $1 (see --help)" ;;
@@ -338,21 +349,64 @@ copy_workflow() {
     echo "$dest"
 }
 
+# `--profile slurm` must find the profile in the workflow's root: the repository's own
+# link (slurm -> profiles/slurm) travels with the copy and is what the run tests; another
+# workflow (the toy) gets a link to this repository's profile.
+link_profile() {
+    local dest="$1"
+    if [[ "$WORKFLOW_DIR" == "$REPO" ]]; then
+        [[ -f "$dest/slurm/config.yaml" ]] ||
+            die "no slurm/config.yaml in the repository's root (the link slurm -> profiles/slurm)"
+        log "profile: $(basename "$dest")/slurm -> $(readlink "$dest/slurm")"
+    elif [[ ! -e "$dest/slurm" ]]; then
+        ln -s "$PROFILE" "$dest/slurm"
+        log "profile: linked $dest/slurm -> $PROFILE"
+    fi
+}
+
+# sbatch as the plugin calls it, recorded: a shim first on the run's PATH writes each call
+# (the command it wraps shortened) to sbatch.log and runs the real sbatch.
+write_sbatch_shim() {
+    local real
+    real="$(command -v sbatch)" || die "no sbatch on PATH"
+    mkdir -p "$WORK/bin"
+    # One write per call: the plugin submits ready jobs from several threads at once.
+    cat >"$WORK/bin/sbatch" <<SHIM
+#!/bin/sh
+line=sbatch
+for arg in "\$@"; do
+    case "\$arg" in
+    --wrap=*) line="\$line --wrap=<snakemake ...>" ;;
+    *) line="\$line \$arg" ;;
+    esac
+done
+printf '%s\n' "\$line" >>"$WORK/log/sbatch.log"
+exec "$real" "\$@"
+SHIM
+    chmod 755 "$WORK/bin/sbatch"
+}
+
 run_workflow() {
-    local dir="$1" args rc t0
-    args=(--profile "$PROFILE" --slurm-keep-successful-logs
+    local dir="$1" args=() rc t0
+    # The command as users type it (COMMAND), then this harness's options: keep every
+    # Slurm log (check_jobs reads them), first status check after 5 s (not 40 s).
+    args=("${TARGETS[@]}" --slurm-keep-successful-logs
         --slurm-init-seconds-before-status-checks 5)
     [[ "$STATUS_COMMAND" == squeue ]] && args+=(--slurm-status-command squeue)
+    # A --groups map replaces the profile's; this one names no rule, so nothing is grouped.
+    ((UNGROUPED)) && args+=(--groups none=none)
+    # Last: --configfile takes every word after it.
     [[ -n "$CONFIGFILE" ]] && args+=(--configfile "$CONFIGFILE")
-    log "running: SBATCH_PARTITION=$PARTITION SBATCH_ACCOUNT=$ACCOUNT snakemake ${args[*]} ${TARGETS[*]}"
+    write_sbatch_shim
+    log "running in $dir: SBATCH_PARTITION=$PARTITION SBATCH_ACCOUNT=$ACCOUNT ${COMMAND[*]} ${args[*]}"
     t0=$SECONDS
-    # Targets first: --configfile takes every word after it. In the background, so that a
-    # signal to this script runs the cleanup at once (bash defers traps while a foreground
-    # command runs).
+    # In the background, so that a signal to this script runs the cleanup at once (bash
+    # defers traps while a foreground command runs). `snakemake` is the one of $SNAKEMAKE's
+    # environment, found on PATH as a user's shell finds it.
     (
         cd "$dir" &&
-            SBATCH_PARTITION="$PARTITION" SBATCH_ACCOUNT="$ACCOUNT" PYTHONPATH="$dir" \
-                exec "$SNAKEMAKE" "${TARGETS[@]}" "${args[@]}"
+            PATH="$WORK/bin:$(dirname "$SNAKEMAKE"):$PATH" SBATCH_PARTITION="$PARTITION" \
+                SBATCH_ACCOUNT="$ACCOUNT" PYTHONPATH="$dir" exec "${COMMAND[@]}" "${args[@]}"
     ) >"$WORK/log/snakemake.log" 2>&1 </dev/null &
     SNAKEMAKE_PID=$!
     while kill -0 "$SNAKEMAKE_PID" 2>/dev/null; do
@@ -366,7 +420,27 @@ run_workflow() {
     SNAKEMAKE_PID=""
     RUN_SECONDS=$((SECONDS - t0))
     ((rc == 0)) || die "snakemake exited with $rc after ${RUN_SECONDS}s (log: snakemake.log)"
+    grep -q "^Using profiles\? slurm\b" "$WORK/log/snakemake.log" ||
+        die "snakemake did not report using the profile slurm"
     log "workflow done in ${RUN_SECONDS}s"
+}
+
+# The Slurm jobs of the run: the sbatch calls, then Slurm's own list of them.
+list_jobs() {
+    local line
+    log "sbatch calls of the run (the wrapped snakemake command shortened):"
+    while IFS= read -r line; do
+        echo "  $line"
+    done <"$WORK/log/sbatch.log"
+    if [[ "$STATUS_COMMAND" == sacct ]]; then
+        log "sacct -X (every job of this cluster, the probe job first):"
+        sacct -X -a -S 2000-01-01 \
+            -o JobID,Comment%36,Partition,State,Elapsed,Timelimit,AllocTRES%40 | sed 's/^/  /'
+    else
+        log "squeue --states=all (finished jobs stay listed for MinJobAge=${MIN_JOB_AGE}s):"
+        squeue --states=all -O JobID:8,Comment:38,Partition:10,State:12,TimeUsed:10,TimeLimit:12,NumCPUs:6,MinMemory:11,tres-per-job:16 |
+            sed 's/^/  /'
+    fi
 }
 
 check_jobs() {
@@ -375,7 +449,7 @@ check_jobs() {
         --partition "$PARTITION" --gpu-rules "$GPU_RULES" --wall-seconds "$RUN_SECONDS")
     if [[ "$STATUS_COMMAND" == sacct ]]; then
         sacct -X -P -n -a -S 2000-01-01 \
-            -o JobID,JobName%60,Partition,Account,State,ExitCode,Submit,Start,End,AllocTRES,Comment%200 \
+            -o JobID,JobName%60,Partition,Account,State,ExitCode,Submit,Start,End,AllocTRES,Timelimit,Comment%200 \
             >"$WORK/sacct.txt"
         args+=(--sacct "$WORK/sacct.txt")
     fi
@@ -406,7 +480,9 @@ print("; ".join(f"{d} {m.version(d)}" for d in ("snakemake", "snakemake-executor
     probe_sbatch
     local dir
     dir="$(copy_workflow)"
+    link_profile "$dir"
     run_workflow "$dir"
+    list_jobs
     check_jobs "$dir"
     [[ "$WORKFLOW_DIR" == "$HERE/toy" ]] && check_toy_outputs "$dir"
     STATUS="passed"

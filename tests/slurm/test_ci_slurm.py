@@ -22,3 +22,15 @@ def test_ci_slurm_skips_when_not_root() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("live Slurm test skipped: not root"), result.stdout
+
+
+def test_live_test_runs_the_command_as_users_type_it() -> None:
+    """.ci/slurm runs tests/slurm/live_slurm.sh, which runs `snakemake --cores 8 --profile
+    slurm` (then its own options) in the copied workflow's root, where the repository's
+    top-level link slurm -> profiles/slurm is the profile."""
+    ci = (ROOT / ".ci" / "slurm").read_text()
+    assert "exec bash tests/slurm/live_slurm.sh" in ci
+    harness = (ROOT / "tests" / "slurm" / "live_slurm.sh").read_text()
+    assert "\nCOMMAND=(snakemake --cores 8 --profile slurm)\n" in harness
+    assert 'exec "${COMMAND[@]}" "${args[@]}"' in harness
+    assert (ROOT / "slurm").resolve() == (ROOT / "profiles" / "slurm").resolve()
