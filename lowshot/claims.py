@@ -1,7 +1,10 @@
-"""The paper's claims (Leong & Sakla, §3) as paired tests over the test images.
+"""The paper's claims (Leong & Sakla, §3), and two beyond it, as paired tests over the
+test images.
 
 ``CLAIMS`` is the claims table: the only place in the package that names the paper's
-methods, losses and problems. Each entry turns the per-image metrics table
+methods, losses and problems, and the methods of the claims beyond the paper (low-shot
+against learned regularisation at the same S, and against the Deep Decoder, on every
+problem the metrics hold). Each entry turns the per-image metrics table
 (``lowshot.tables.metrics_table``, one row per problem, method and image) into
 ``Comparison`` rows: one value per test image (a paired PSNR difference in dB, or for a
 trend the image's least-squares slope of PSNR against log2 S). ``check_claims`` tests
@@ -37,6 +40,7 @@ from lowshot.tables import (
     excluded,
     method_sort_key,
     paired_differences,
+    problem_sort_key,
     read_metrics_csv,
     t_interval,
     unit_psnr,
@@ -158,10 +162,83 @@ class TrendClaim:
         ]
 
 
-# --- the claims table: the paper's §3, the only place naming its methods -------------
+@dataclass(frozen=True)
+class PerProblemClaim:
+    """``treatment`` minus ``control`` (method kinds) on every problem of the metrics,
+    whatever its kind: one row per problem and treatment method (per loss and shot count).
+
+    ``same_shots``: each treatment method is paired with the control method of its own
+    shot count (lowshot-mmd-S10 with learned_reg-S10); a shot count the control lacks on
+    a problem gives a "not measured" row. Otherwise every control method of the problem
+    is the control (a kind without shot counts has one). A kind absent from the whole
+    metrics (a method the config does not run) gives one "not measured" row, scope
+    "every problem"; otherwise the problems without treatment or control rows share one
+    "not measured" row per missing kind.
+    """
+
+    letter: str
+    statement: str
+    treatment: str
+    control: str
+    same_shots: bool = False
+    test: Test = "wilcoxon"
+
+    def comparisons(self, metrics: pd.DataFrame) -> list[Comparison]:
+        """The claim's rows on ``metrics`` (a metrics table with normalised flags), problem
+        by problem in the tables' order, then the "not measured" rows."""
+        absent = [
+            k for k in (self.treatment, self.control) if not metrics["method_kind"].eq(k).any()
+        ]
+        if absent:
+            detail = f"the metrics have no {' and '.join(absent)} rows"
+            return [Comparison("every problem", self.label, None, detail)]
+        names = sorted(metrics["problem"].unique(), key=problem_sort_key)
+        rows: list[Comparison] = []
+        lacking: dict[str, list[str]] = {}
+        for problem in names:
+            here = metrics[metrics["problem"] == problem]
+            treatment = here[here["method_kind"] == self.treatment]
+            control = here[here["method_kind"] == self.control]
+            sides = {self.treatment: treatment, self.control: control}
+            missing = [kind for kind, kept in sides.items() if kept.empty]
+            if missing:
+                lacking.setdefault(" and ".join(missing), []).append(problem)
+                continue
+            for method in sorted(treatment["method"].unique(), key=method_sort_key):
+                rows.append(self.row(treatment[treatment["method"] == method], control, problem))
+        for kinds, where in lacking.items():
+            scope = ", ".join(where)
+            detail = f"the metrics have no {kinds} rows on {scope}"
+            rows.append(Comparison(scope, self.label, None, detail))
+        return rows
+
+    @property
+    def label(self) -> str:
+        """The comparison of the "not measured" rows, e.g. "lowshot − deep_decoder"."""
+        return f"{self.treatment} − {self.control}" + (" (same S)" if self.same_shots else "")
+
+    def row(self, treatment: pd.DataFrame, control: pd.DataFrame, problem: str) -> Comparison:
+        """One treatment method's rows against ``control`` on ``problem``."""
+        if not self.same_shots:
+            return paired_row(treatment, control, self.control, problem)
+        first = treatment.iloc[0]
+        shots = first["shots"]
+        matched = control[control["shots"].astype("Float64").eq(shots).fillna(False).to_numpy()]
+        if matched.empty:
+            at = "no shot count" if _missing(shots) else f"S={int(shots)}"
+            return Comparison(
+                scope_label(first["loss"], shots, problem),
+                f"{first['method']} − {self.control} ({at})",
+                None,
+                f"the metrics have no {self.control} rows with {at} on {problem}",
+            )
+        return paired_row(treatment, matched, self.control, problem)
+
+
+# --- the claims table: the paper's §3 and beyond it, the only place naming methods --
 
 PAPER_LOSSES: tuple[str, ...] = ("mmd", "l2")  # Figure 1's two panels
-CLAIMS: tuple[PairedClaim | TrendClaim, ...] = (
+CLAIMS: tuple[PairedClaim | TrendClaim | PerProblemClaim, ...] = (
     TrendClaim(
         "a",
         "PSNR rises with the number of shots S",
@@ -207,6 +284,20 @@ CLAIMS: tuple[PairedClaim | TrendClaim, ...] = (
         control="untrained",
         problem_kind="colorization",
         expected_losses=PAPER_LOSSES,
+    ),
+    # Beyond the paper: every problem, every low-shot model (loss and S).
+    PerProblemClaim(
+        "f",
+        "beyond the paper: low-shot beats learned regularisation (CS-DIP) at the same S",
+        treatment="lowshot",
+        control="learned_reg",
+        same_shots=True,
+    ),
+    PerProblemClaim(
+        "g",
+        "beyond the paper: low-shot beats the Deep Decoder",
+        treatment="lowshot",
+        control="deep_decoder",
     ),
 )
 
@@ -442,9 +533,9 @@ def check_claims(
     *,
     alpha: float,
     margin_db: float,
-    claims: Sequence[PairedClaim | TrendClaim] = CLAIMS,
+    claims: Sequence[PairedClaim | TrendClaim | PerProblemClaim] = CLAIMS,
 ) -> pd.DataFrame:
-    """Test ``claims`` (default: the paper's) on a per-image metrics table.
+    """Test ``claims`` (default: ``CLAIMS``) on a per-image metrics table.
 
     metrics: ``lowshot.tables.metrics_table`` (or ``read_metrics_csv``); alpha in (0, 1):
     the level after Holm's correction; margin_db > 0: the equivalence margin of TOST
@@ -515,7 +606,8 @@ def claims_markdown(
     statements = dict(zip(claims["claim"], claims["statement"], strict=True))
     header = ["claim", "scope", "comparison", "n", "effect (dB)", "p", "p (Holm)", "verdict"]
     lines = [
-        f"Paper claims (§3) as paired tests over the test images: α = {alpha:g} after Holm's"
+        f"Claims (the paper's §3, and beyond it) as paired tests over the test images:"
+        f" α = {alpha:g} after Holm's"
         f' correction over the {n_tested} tested rows; "comparable" = mean paired'
         f" difference within ±{margin_db:g} dB (TOST).",
         "Effect: mean paired PSNR difference in dB (claim a: mean per-image slope in dB per"

@@ -262,6 +262,95 @@ def load_lowshot(path: str | os.PathLike[str]) -> LowshotModel:
     return LowshotModel(_generator_from_state(state), codes, mean, covariance, attrs)
 
 
+@dataclass(frozen=True, eq=False)
+class LearnedRegStats:
+    """The learned regulariser of CS-DIP (Van Veen et al. 2018): a Gaussian over the
+    per-layer weight means of untrained networks fitted to S examples
+    (``lowshot.training.learned_reg``; file ``results/models/learned_reg/S{shots}/stats.h5``).
+
+    layers: the L parameter names (``named_parameters`` order) the means belong to;
+    mean (L,) and covariance (L, L) float64: the Gaussian N(mu, Sigma) (Sigma symmetric
+    positive definite); layer_means (S, L) float64: each fitted network's per-layer means,
+    row i from example i; latent_dim and width: the generator the networks were
+    (``lowshot.models.Generator(latent_dim, width)``); attrs: the file's attributes
+    (shots, seed, steps, lr, momentum, shrinkage, ...). ``eq=False``: compared by identity.
+    """
+
+    layers: tuple[str, ...]
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    layer_means: torch.Tensor
+    latent_dim: int
+    width: int
+    attrs: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        size = len(self.layers)
+        shapes = {
+            "mean": (tuple(self.mean.shape), (size,)),
+            "covariance": (tuple(self.covariance.shape), (size, size)),
+            "layer_means": (tuple(self.layer_means.shape[1:]), (size,)),
+        }
+        wrong = {name: got for name, (got, want) in shapes.items() if got != want}
+        if wrong or self.layer_means.dim() != 2:
+            raise ValueError(
+                f"learned-regularisation statistics of {size} layers: mean must be ({size},), "
+                f"covariance ({size}, {size}) and layer_means (S, {size}); got "
+                f"{ {'layer_means': tuple(self.layer_means.shape), **wrong} }"
+            )
+
+
+def save_learned_reg(
+    path: str | os.PathLike[str], stats: LearnedRegStats, attrs: Mapping[str, Any] | None = None
+) -> None:
+    """Write learned-regularisation statistics atomically.
+
+    Layout: ``layers`` (L,) str; ``prior/mean`` (L,) and ``prior/covariance`` (L, L)
+    float64; ``layer_means`` (S, L) float64. Attrs: latent_dim, width, shots (S), then
+    ``stats.attrs`` and the caller's ``attrs`` (later ones win on a clash).
+    """
+    base = {
+        "latent_dim": int(stats.latent_dim),
+        "width": int(stats.width),
+        "shots": int(stats.layer_means.shape[0]),
+    }
+    datasets = {
+        "layers": list(stats.layers),
+        "prior/mean": stats.mean.detach().cpu().double(),
+        "prior/covariance": stats.covariance.detach().cpu().double(),
+        "layer_means": stats.layer_means.detach().cpu().double(),
+    }
+    write_h5(path, datasets, {**base, **stats.attrs, **(attrs or {})})
+
+
+def load_learned_reg(path: str | os.PathLike[str]) -> LearnedRegStats:
+    """Read ``save_learned_reg``'s file (raises ValueError naming the file when a dataset
+    or attribute is missing or the shapes disagree, e.g. for a generator file)."""
+    import torch
+
+    datasets, attrs = read_h5(path)
+    needed = {"layers", "prior/mean", "prior/covariance", "layer_means"}
+    missing = sorted(needed - set(datasets)) + sorted({"latent_dim", "width"} - set(attrs))
+    if missing:
+        raise ValueError(f"{path}: not a learned-regularisation file, missing {missing}")
+    tensors = {
+        name: torch.from_numpy(np.asarray(datasets[name], dtype=np.float64))
+        for name in ("prior/mean", "prior/covariance", "layer_means")
+    }
+    try:
+        return LearnedRegStats(
+            layers=tuple(str(name) for name in np.atleast_1d(datasets["layers"])),
+            mean=tensors["prior/mean"],
+            covariance=tensors["prior/covariance"],
+            layer_means=tensors["layer_means"],
+            latent_dim=int(attrs["latent_dim"]),
+            width=int(attrs["width"]),
+            attrs=attrs,
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
 def write_recovery(
     path: str | os.PathLike[str], fields: Mapping[str, Any], attrs: Mapping[str, Any]
 ) -> None:

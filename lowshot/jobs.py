@@ -25,13 +25,17 @@ from lowshot.devices import peak_memory_mb, prepare_device
 from lowshot.io import (
     atomic_path,
     load_gan,
+    load_learned_reg,
     load_lowshot,
     read_recovery,
     save_gan,
+    save_learned_reg,
     save_lowshot,
     write_recovery,
 )
+from lowshot.methods.learned_reg import fit_settings
 from lowshot.seeds import derive_seed
+from lowshot.training.learned_reg import fit_learned_reg
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -152,6 +156,7 @@ def pretrain_lowshot_job(
 MODEL_LOADERS: dict[str, Callable[[PathLike], Any]] = {
     "gan": load_gan,
     "lowshot": load_lowshot,
+    "learned_reg": load_learned_reg,
 }
 
 
@@ -283,6 +288,42 @@ def recover_job(
         seconds,
         peak_memory_mb(torch_device),
     )
+
+
+def fit_learned_reg_job(
+    images_h5: PathLike,
+    splits_h5: PathLike,
+    *,
+    shots: int,
+    stats_out: PathLike,
+    fits_out: PathLike,
+    settings: Mapping[str, Any],
+    runtime: Runtime,
+    **options: Any,
+) -> None:
+    """CS-DIP's learned regulariser on the S-shot subset: one untrained-network fit per
+    example, the Gaussian of their per-layer weight means; writes the statistics HDF5
+    (``lowshot.io.save_learned_reg``) and a CSV of each example's fit (loss, PSNR).
+
+    ``settings``: a ``recover.learned_reg`` section or its fitting part
+    (``methods.learned_reg.fit_settings``, which the file's attributes record).
+    ``options`` go to the ``training.TrainingRun`` as they are (``width``, ``progress``).
+    """
+    settings = fit_settings(settings)
+    subset = data.load_split(splits_h5).shots.get(shots)
+    if subset is None:
+        raise ValueError(f"{splits_h5} holds no {shots}-shot subset")
+    torch_device = prepare_device(runtime.device, runtime.threads)
+    # One seed for every S: example i gets the same fit in every (nested) subset.
+    job_seed = derive_seed(runtime.seed, "fit_learned_reg")
+    result = fit_learned_reg(
+        data.load_images(images_h5, subset),
+        settings,
+        _training_run(runtime, torch_device, job_seed, None, options),
+    )
+    save_learned_reg(stats_out, result.stats, {"seed": job_seed, **_flat(settings)})
+    training.write_log_csv(fits_out, result.log)
+    log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
 
 
 def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:

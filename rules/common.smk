@@ -44,6 +44,7 @@ RECOVERY_FILES = recovery_files()
 MODEL_FILES = {
     "gan": lambda spec: f"{RESULTS}/models/gan/generator.h5",
     "lowshot": lambda spec: f"{RESULTS}/models/lowshot/{spec.loss}_S{spec.shots}/model.h5",
+    "learned_reg": lambda spec: f"{RESULTS}/models/learned_reg/S{spec.shots}/stats.h5",
 }
 
 

@@ -66,3 +66,39 @@ rule pretrain_lowshot:
         checkpoint=f"{RESULTS}/checkpoints/lowshot/{{loss}}_S{{shots}}.pt",
     script:
         "../scripts/pretrain_lowshot.py"
+
+
+# CS-DIP's learned regulariser (method learned_reg): the untrained network fitted to each
+# of the S examples, and the Gaussian of the fitted networks' per-layer weight means. Its
+# settings are the fitting part of recover.learned_reg (the recovery's own recipe), so that
+# the prior's weight or the recovery window refit nothing. One batched optimisation, minutes
+# on a GPU: not checkpointed, a killed job starts again.
+from lowshot.methods.learned_reg import fit_settings as learned_reg_fit_settings
+
+
+rule fit_learned_reg:
+    input:
+        images=f"{RESULTS}/data/images.h5",
+        splits=f"{RESULTS}/data/splits.h5",
+    output:
+        stats=f"{RESULTS}/models/learned_reg/S{{shots}}/stats.h5",
+        fits=f"{RESULTS}/models/learned_reg/S{{shots}}/fits.csv",
+    log:
+        f"{RESULTS}/logs/fit_learned_reg/S{{shots}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_learned_reg/S{{shots}}.tsv"
+    wildcard_constraints:
+        shots=r"\d+",
+    priority: 10
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        # S = 100 DCGANs with their RMSprop state: ~8 GB.
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        runtime=lambda wildcards, attempt: 4 * 60 * attempt,
+    params:
+        settings=learned_reg_fit_settings(config["recover"]["learned_reg"]),
+        runtime=RUNTIME,
+    script:
+        "../scripts/fit_learned_reg.py"

@@ -268,6 +268,137 @@ def test_without_colorization_e_is_not_measured():
     assert rows(table, "e")["detail"].str.contains("no colorization problem").all()
 
 
+# --- (f) low-shot beats learned regularisation at the same S, (g) the Deep Decoder ---
+
+
+def learned_reg_jobs(gains: dict[int, float]) -> list[pd.DataFrame]:
+    """lowshot-mmd-S<s> ``gains[s]`` dB above learned_reg-S<s> on a CS problem and on
+    colorization; the learned regularisation of the other shot counts is 10 dB above
+    (a wrong pairing would show)."""
+    return [
+        job(problem, method, psnr)
+        for problem in ("cs-0.1", "colorization")
+        for s, gain in gains.items()
+        for method, psnr in (
+            (f"learned_reg-S{s}", 10.0 * (s != min(gains))),
+            (f"lowshot-mmd-S{s}", gain + 10.0 * (s != min(gains)) + WOBBLE),
+        )
+    ]
+
+
+def test_f_pairs_every_low_shot_model_with_the_learned_regularisation_of_its_s():
+    table = check(*learned_reg_jobs({5: 2.0, 10: -1.0}))
+    f = rows(table, "f")
+    assert list(f["scope"]) == [
+        "loss=mmd, S=5, cs-0.1",
+        "loss=mmd, S=10, cs-0.1",
+        "loss=mmd, S=5, colorization",
+        "loss=mmd, S=10, colorization",
+    ]
+    assert list(f["comparison"][:2]) == [
+        "lowshot-mmd-S5 − learned_reg-S5",
+        "lowshot-mmd-S10 − learned_reg-S10",
+    ]
+    assert list(f["verdict"]) == [claims.HOLDS, claims.DOES_NOT_HOLD] * 2
+    assert f["effect_db"].to_numpy() == pytest.approx([2.0, -1.0, 2.0, -1.0])
+    assert (f["n"] == N).all()
+    assert "not above 0" in f["detail"].iat[1]
+
+
+def test_f_is_not_measured_without_learned_regularisation_or_at_a_missing_s():
+    absent = rows(check(job("cs-0.1", "lowshot-mmd-S10", 1.0), job("cs-0.1", "untrained", 0)), "f")
+    assert list(absent["scope"]) == ["every problem"]
+    assert absent["verdict"].iat[0] == claims.NOT_MEASURED
+    assert absent["detail"].iat[0] == "the metrics have no learned_reg rows"
+    assert math.isnan(absent["p_value"].iat[0])
+    jobs = learned_reg_jobs({5: 2.0, 10: 2.0})
+    # No learned_reg-S10 on cs-0.1; no learned regularisation at all on colorization.
+    kept = [
+        j
+        for j in jobs
+        if not (j["method"].iat[0] == "learned_reg-S10" and j["problem"].iat[0] == "cs-0.1")
+        and not (j["method_kind"].iat[0] == "learned_reg" and j["problem"].iat[0] != "cs-0.1")
+    ]
+    f = rows(check(*kept), "f")
+    missing_s = one(f, "f", "loss=mmd, S=10, cs-0.1")
+    assert missing_s["verdict"] == claims.NOT_MEASURED
+    assert "no learned_reg rows with S=10 on cs-0.1" in missing_s["detail"]
+    assert one(f, "f", "loss=mmd, S=5, cs-0.1")["verdict"] == claims.HOLDS
+    colorization = one(f, "f", "colorization")
+    assert colorization["verdict"] == claims.NOT_MEASURED
+    assert colorization["detail"] == "the metrics have no learned_reg rows on colorization"
+
+
+def deep_decoder_jobs(gain: float) -> list[pd.DataFrame]:
+    """The Deep Decoder and two low-shot models (MMD 10 shots ``gain`` dB above it, ℓ2
+    5 shots ``gain`` dB below) on a CS problem and on colorization."""
+    return [
+        job(problem, method, psnr)
+        for problem in ("cs-0.1", "colorization")
+        for method, psnr in (
+            ("deep_decoder", 0.0),
+            ("lowshot-mmd-S10", gain + WOBBLE),
+            ("lowshot-l2-S5", -gain + WOBBLE),
+        )
+    ]
+
+
+def test_g_compares_every_low_shot_model_with_the_deep_decoder_per_problem():
+    g = rows(check(*deep_decoder_jobs(gain=1.5)), "g")
+    assert list(g["scope"]) == [
+        "loss=mmd, S=10, cs-0.1",
+        "loss=l2, S=5, cs-0.1",
+        "loss=mmd, S=10, colorization",
+        "loss=l2, S=5, colorization",
+    ]
+    assert list(g["comparison"][:2]) == [
+        "lowshot-mmd-S10 − deep_decoder",
+        "lowshot-l2-S5 − deep_decoder",
+    ]
+    assert list(g["verdict"]) == [claims.HOLDS, claims.DOES_NOT_HOLD] * 2
+    assert g["effect_db"].to_numpy() == pytest.approx([1.5, -1.5, 1.5, -1.5])
+    assert g["test"].eq(claims.WILCOXON).all()
+
+
+def test_g_is_not_measured_without_the_deep_decoder_or_the_low_shot_models():
+    without = rows(check(job("cs-0.1", "lowshot-l2-S5", 1.0), job("colorization", "csgm", 0)), "g")
+    assert list(without["scope"]) == ["every problem"]
+    assert without["verdict"].iat[0] == claims.NOT_MEASURED
+    assert without["detail"].iat[0] == "the metrics have no deep_decoder rows"
+    only_decoder = rows(check(job("cs-0.1", "deep_decoder", 0.0)), "g")
+    assert only_decoder["detail"].iat[0] == "the metrics have no lowshot rows"
+    assert rows(check(job("cs-0.1", "csgm", 0.0)), "g")["detail"].iat[0] == (
+        "the metrics have no lowshot and deep_decoder rows"
+    )
+
+
+def test_without_the_new_methods_the_paper_claims_are_tested_as_before():
+    """Rows of (f) and (g) that are not measured change nothing of (a)-(e): not their rows,
+    not the Holm correction."""
+    jobs = [*trend_jobs(slope=1.0), *lowest_ratio_jobs(gain=2.0), *csgm_jobs(0.2, loss="l2")]
+    table = check(*jobs)
+    paper = [claim for claim in claims.CLAIMS if claim.letter in "abcde"]
+    alone = claims.check_claims(
+        pd.concat(jobs, ignore_index=True), alpha=ALPHA, margin_db=MARGIN, claims=paper
+    )
+    assert set(table["claim"]) == {"a", "b", "c", "d", "e", "f", "g"}
+    assert (
+        set(rows(table, "f")["verdict"])
+        == set(rows(table, "g")["verdict"])
+        == {claims.NOT_MEASURED}
+    )
+    pd.testing.assert_frame_equal(
+        table[table["claim"].isin(list("abcde"))].reset_index(drop=True), alone
+    )
+
+
+def test_tested_rows_of_f_and_g_join_the_holm_correction():
+    table = check(*lowest_ratio_jobs(gain=2.0), *deep_decoder_jobs(gain=1.5))
+    tested = table[np.isfinite(table["p_value"])]
+    assert {"b", "g"} <= set(tested["claim"])
+    np.testing.assert_allclose(tested["p_adjusted"], claims.holm(tested["p_value"]))
+
+
 # --- pairing, untestable rows, direction ---------------------------------------------
 
 
@@ -354,13 +485,15 @@ def full_table() -> pd.DataFrame:
         *csgm_jobs(offset=0.2, loss="l2"),
         job("colorization", "untrained", 0.0),
         job("colorization", "lowshot-mmd-S10", 3.0 + WOBBLE),
+        job("colorization", "learned_reg-S10", 1.0),
+        job("colorization", "deep_decoder", -1.0),
     )
 
 
 def test_every_claim_has_rows_with_the_documented_columns():
     table = full_table()
     assert list(table.columns) == claims.CLAIM_COLUMNS
-    assert set(table["claim"]) == {"a", "b", "c", "d", "e"}
+    assert set(table["claim"]) == {"a", "b", "c", "d", "e", "f", "g"}
     assert set(table["verdict"]) <= {claims.HOLDS, claims.DOES_NOT_HOLD, claims.NOT_MEASURED}
     assert not table.duplicated(["claim", "scope"]).any()
     assert (table["detail"].str.len() > 0).all()

@@ -1,7 +1,9 @@
 """The optimisation engine every recovery method shares: batched Adam on z alone (paper
 eq. 2) and on z with a per-image theta (eq. 3), with divergence tracking.
 
-Every method minimises the measurement loss 0.5 * ||A G(z; theta) - y||^2 per image.
+Every method minimises the measurement loss 0.5 * ||A G(z; theta) - y||^2 per image (a
+joint stage may add a penalty on theta, ``optimise_joint``'s ``penalty``; what it records
+and selects by stays the measurement loss).
 
 Batching and independence of images
 -----------------------------------
@@ -264,6 +266,7 @@ def optimise_joint(
     optimiser: str = "adam",
     momentum: float = 0.0,
     window: int = 1,
+    penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
     previous: StageResult | None = None,
     precision: str = "fp32",
     progress: bool = True,
@@ -277,6 +280,11 @@ def optimise_joint(
     (``z_lr=None``: z stays fixed, as in Deep Image Prior). ``optimiser``: "adam" or
     "rmsprop" (with ``momentum``). ``window``: return, per image, the iterate with the
     lowest measurement loss among the last ``window`` ones (1: the last one).
+    ``penalty``: None, or a function of ``params`` (the stacked per-image parameters)
+    returning one finite float32 value per image, (N,), added to image i's minimised
+    objective (a regulariser on theta, e.g. a learned prior). The recorded ``loss`` and
+    the window's choice stay the measurement loss, which needs no true image; a
+    non-finite penalty counts as a divergence of its image.
     """
     z = z0.detach().clone().to(y.device).requires_grad_(z_lr is not None)
     forward = per_image_forward(template)
@@ -288,7 +296,10 @@ def optimise_joint(
     if z_lr is not None:
         groups.append({"params": [z], "lr": z_lr})
     stage = Stage(operator, y, steps, previous, precision, progress, desc, window)
-    return _optimise(render, groups, z, stage, optimiser=optimiser, momentum=momentum)
+    regulariser = None if penalty is None else lambda: penalty(params)
+    return _optimise(
+        render, groups, z, stage, optimiser=optimiser, momentum=momentum, penalty=regulariser
+    )
 
 
 @dataclass(frozen=True)
@@ -326,8 +337,10 @@ def _optimise(
     stage: Stage,
     optimiser: str = "adam",
     momentum: float = 0.0,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> StageResult:
-    """``stage.steps`` optimiser steps on the ``groups`` minimising the summed losses.
+    """``stage.steps`` optimiser steps on the ``groups`` minimising the summed losses
+    (each image's measurement loss plus its ``penalty()`` term, (N,), when given).
 
     Evaluates steps + 1 iterates (the last one is only recorded). Per image the record is
     the last finite iterate before the window, then the lowest-loss finite iterate of the
@@ -361,6 +374,11 @@ def _optimise(
         x = x.float()
         loss = measurement_loss(stage.operator, x, y)
         finite = torch.isfinite(loss) & torch.isfinite(x).flatten(1).all(dim=1)
+        objective = loss
+        if penalty is not None:
+            extra = penalty()
+            finite = finite & torch.isfinite(extra)
+            objective = loss + extra
         diverged = record.diverged | ~finite
         alive = ~diverged
         keep = alive if step <= window_start else alive & (loss < record.loss)
@@ -376,7 +394,7 @@ def _optimise(
         optimise.zero_grad(set_to_none=True)
         # Diverged images contribute nothing; their own leaves may go NaN, which cannot
         # reach other images (separate computation paths, elementwise optimisers).
-        torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
+        torch.where(alive, objective, torch.zeros_like(objective)).sum().backward()
         optimise.step()
         bar.update()
         if stage.progress and (step % _POSTFIX_EVERY == 0 or step == steps - 1):
