@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SLURM_PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 SLURM_LINK = ROOT / "slurm"
 DEFAULT_PROFILE = ROOT / "profiles" / "default" / "config.yaml"
-GPU_RULES = {"train_gan", "pretrain_lowshot", "recover"}
+GPU_RULES = {"train_gan", "pretrain_lowshot", "fit_learned_reg", "recover"}
 SHARED_DATA = ROOT.parent / "shared" / "data" / "celeba"
 ENV_KEYS = ("SBATCH_PARTITION", "SBATCH_ACCOUNT")
 
@@ -165,8 +165,8 @@ def test_slurm_profile_groups_real_rules_and_sizes_a_group_for_one_job_at_a_time
     groups = document["groups"]
     assert groups["recover"] == "recover"
     assert set(groups) <= workflow_rules(), sorted(set(groups) - workflow_rules())
-    # Training stays one job per model: each is hours of GPU work, in parallel.
-    assert not {"train_gan", "pretrain_lowshot"} & set(groups)
+    # Training stays one job per model: minutes to hours of GPU work each, in parallel.
+    assert not {"train_gan", "pretrain_lowshot", "fit_learned_reg"} & set(groups)
     # configs/test.yaml's 6 recovery chains (2 problems x lowshot, untrained, CSGM->IAGAN)
     # in one Slurm job.
     assert document["group-components"]["recover"] >= 6
@@ -199,7 +199,7 @@ def dry_run(*args: str, cwd: Path = ROOT) -> str:
 def test_test_grid_as_typed_groups_every_recovery_and_local_runs_group_nothing() -> None:
     """`snakemake --cores 8 --profile slurm` in the repository root: the test grid's jobs go
     to Slurm as 5 (data, train_gan, pretrain_lowshot, its 8 recoveries, the report), at
-    least 3x fewer than the 15 of one job each; without the profile nothing is grouped."""
+    least 3x fewer than the 17 of one job each; without the profile nothing is grouped."""
     grouped = dry_run("--cores", "8", "--profile", "slurm", "--configfile", "configs/test.yaml")
     assert "Using profiles slurm and workflow specific profile profiles/default" in grouped
     # `[date] Group job NAME (...)`, then its jobs indented (`    rule NAME:`); a job of its
@@ -221,7 +221,7 @@ def test_test_grid_as_typed_groups_every_recovery_and_local_runs_group_nothing()
     assert {"collect_metrics", "check_claims", "figure1", "figure2"} <= set(group_jobs["report"])
     single.remove("all")  # no Slurm job: it only names the targets
     assert sorted(single) == ["pretrain_lowshot", "train_gan"]
-    assert len(group_jobs) + len(single) <= 15 // 3
+    assert len(group_jobs) + len(single) <= 17 // 3
     local = dry_run("--cores", "2", "--configfile", "configs/test.yaml")
     assert "Group job" not in local
 
@@ -370,7 +370,11 @@ def test_dry_run_parser() -> None:
 @pytest.mark.slow
 def test_paper_config_dry_run_requests_gpus_on_exactly_the_gpu_rules(tmp_path: Path) -> None:
     # The paper config's data are not on this machine: point its data paths at the shared
-    # CelebA test faces (a second config file overrides only these keys).
+    # CelebA test faces (a second config file overrides only these keys). The paper grid
+    # leaves CS-DIP's learned regularisation off, and fit_learned_reg runs only for it:
+    # the override adds the method, so that every GPU rule is in the dry run.
+    paper = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert "learned_reg" not in paper["recover"]["methods"]
     override = tmp_path / "data.yaml"
     override.write_text(
         yaml.safe_dump(
@@ -379,7 +383,8 @@ def test_paper_config_dry_run_requests_gpus_on_exactly_the_gpu_rules(tmp_path: P
                     "source": str(SHARED_DATA / "celeba-test-faces-64.zip"),
                     "partition_file": str(SHARED_DATA / "list_eval_partition.txt"),
                     "identity_file": str(SHARED_DATA / "identity_CelebA.txt"),
-                }
+                },
+                "recover": {"methods": [*paper["recover"]["methods"], "learned_reg"]},
             }
         )
     )
@@ -408,6 +413,10 @@ def test_paper_config_dry_run_requests_gpus_on_exactly_the_gpu_rules(tmp_path: P
     assert result.returncode == 0, output[-4000:]
     jobs = [job for job in dry_run_jobs(output) if job["rule"] != "all"]
     rules = {job["rule"] for job in jobs}
+    # One fit per shot count of the paper grid, each a Slurm job of its own (in no group: a
+    # grouped job's `rule` line is indented).
+    fits = re.findall(r"^rule fit_learned_reg:$", output, flags=re.M)
+    assert len(fits) == len(paper["lowshot"]["shots"])
     assert rules >= GPU_RULES, f"dry-run lacks GPU rules: {sorted(GPU_RULES - rules)}"
     with_gpu = {job["rule"] for job in jobs if job["resources"].get("gpu") == "1"}
     without_gpu = {job["rule"] for job in jobs if "gpu" not in job["resources"]}

@@ -54,7 +54,7 @@ DBD_PORT=16819
 DB_PORT=13306
 PARTITION="gpu"
 ACCOUNT="lowshot-ci"
-GPU_RULES="train_gan,pretrain_lowshot,recover"
+GPU_RULES="train_gan,pretrain_lowshot,fit_learned_reg,recover"
 PACKAGES=(slurmctld slurmd slurm-client munge)
 ACCOUNTING_PACKAGES=(slurmdbd mariadb-server-core)
 

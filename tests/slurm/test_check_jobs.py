@@ -20,7 +20,7 @@ from check_jobs import (
     tres_of,
 )
 
-GPU_RULES = {"train_gan", "pretrain_lowshot", "recover"}
+GPU_RULES = {"train_gan", "pretrain_lowshot", "fit_learned_reg", "recover"}
 GROUP_ID = "d888915d-6d82-561d-94db-3b6bf1a54ee7"
 # Every made-up job's resources, as Snakemake prints them: 8000 MB, 60 min, 2 CPUs.
 RESOURCES = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,3 +35,16 @@ def test_live_test_runs_the_command_as_users_type_it() -> None:
     assert "\nCOMMAND=(snakemake --cores 8 --profile slurm)\n" in harness
     assert 'exec "${COMMAND[@]}" "${args[@]}"' in harness
     assert (ROOT / "slurm").resolve() == (ROOT / "profiles" / "slurm").resolve()
+
+
+def test_live_test_checks_the_gpus_of_the_profiles_gpu_rules() -> None:
+    """The rules whose Slurm jobs the live test wants one GPU for are the rules that the
+    profile gives one (set-resources), so a new GPU rule cannot pass the live test
+    without its GPU."""
+    harness = (ROOT / "tests" / "slurm" / "live_slurm.sh").read_text()
+    match = re.search(r'^GPU_RULES="([\w,]+)"$', harness, flags=re.M)
+    assert match, "live_slurm.sh sets no GPU_RULES"
+    profile = (ROOT / "profiles" / "slurm" / "config.yaml").read_text()
+    set_resources = profile.split("\nset-resources:\n", 1)[1]
+    with_gpu = set(re.findall(r"^  (\w+):\n    gpu: 1$", set_resources, flags=re.M))
+    assert set(match.group(1).split(",")) == with_gpu
