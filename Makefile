@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The quick jobs are small: starting Python and importing torch is much of each one, so
 # the demo gives every torch rule one thread and runs two jobs at once on two cores.
-DEMO_THREADS := --set-threads train_gan=1 pretrain_lowshot=1 recover=1
+DEMO_THREADS := --set-threads train_gan=1 pretrain_lowshot=1 fit_learned_reg=1 recover=1
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES) $(DEMO_THREADS) --configfile configs/quick.yaml
