@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+# yaml and jsonschema are imported where they are used: every torch job imports this module
+# (for ConfigError), and none of them reads YAML or validates a config.
 if TYPE_CHECKING:
     import jsonschema
 
@@ -42,6 +42,8 @@ def load_schema() -> dict[str, Any]:
     Plugins must be loaded before (``validate_config`` does it), or their sections are
     missing.
     """
+    import yaml
+
     from lowshot.methods import METHODS
     from lowshot.problems import PROBLEMS
 
@@ -204,6 +206,13 @@ def check_config(config: dict[str, Any]) -> None:
             f"data.max_images: {max_images} images cannot hold split.n_test={n_test} test "
             f"images plus a training pool of {max(max_shots, corpus or 0)}"
         )
+    gan, n_validation = config["gan"], config["split"]["n_validation"]
+    if gan["validate_every"] > 0 and gan["validation_faces"] > n_validation:
+        raise ConfigError(
+            f"gan.validation_faces: {gan['validation_faces']} faces for the validation "
+            f"curve, but split.n_validation={n_validation}; lower it or set "
+            "gan.validate_every to 0"
+        )
     from lowshot.methods import METHODS, parse_method
 
     for kind in config["recover"]["methods"]:
@@ -229,6 +238,8 @@ def check_config(config: dict[str, Any]) -> None:
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
     """Read a YAML config, apply top-level ``overrides`` and validate it."""
+    import yaml
+
     with open(path, encoding="utf-8") as handle:
         config = yaml.safe_load(handle) or {}
     config.update(overrides)
@@ -297,6 +308,8 @@ def shard_positions(config: dict[str, Any], shard: int) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lowshot.config [PLUGIN ...]``: print the assembled schema as YAML."""
+    import yaml
+
     from lowshot.registry import load_plugins
 
     load_plugins(sys.argv[1:] if argv is None else argv)

@@ -8,19 +8,19 @@ run and tested without Snakemake.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from lowshot import data, images, methods, metrics, problems, training
+from lowshot import data, images, methods, metrics, problems
 from lowshot.devices import peak_memory_mb, prepare_device
 from lowshot.io import (
     atomic_path,
@@ -35,10 +35,31 @@ from lowshot.io import (
 )
 from lowshot.methods.learned_reg import fit_settings
 from lowshot.seeds import derive_seed
-from lowshot.training.learned_reg import fit_learned_reg
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
+
+
+class _OnFirstUse:
+    """A module imported when one of its attributes is first used, not with this one.
+
+    Every rule script imports this module, and most jobs are recoveries, which never
+    train: ``lowshot.training`` (and what it imports) is loaded by the training jobs only.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+if TYPE_CHECKING:
+    from lowshot import training
+    from lowshot.training import learned_reg as training_learned_reg
+else:
+    training = _OnFirstUse("lowshot.training")
+    training_learned_reg = _OnFirstUse("lowshot.training.learned_reg")
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,8 @@ class Runtime:
 
 
 def _write_png(image: np.ndarray, path: PathLike) -> None:
+    from PIL import Image  # the GAN's sample grid only: recoveries write no PNG
+
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
 
@@ -90,15 +113,25 @@ def train_gan_job(
     checkpoint: PathLike,
     settings: Mapping[str, Any],
     runtime: Runtime,
+    validation_out: PathLike | None = None,
     **options: Any,
 ) -> None:
     """WGAN-GP on the GAN corpus of ``splits_h5``; writes generator, loss CSV, sample grid.
 
-    ``settings`` is the config's ``gan`` section. ``options`` go to the
+    ``settings`` is the config's ``gan`` section (its validation keys may be left out
+    while the curve is off: ``training.gan_rule_settings``). ``options`` go to the
     ``training.TrainingRun`` as they are (``width``, ``progress``: tests train narrow
     networks quietly). Training resumes from ``checkpoint`` when it exists (a preempted
     job); the checkpoint is removed once the outputs are written.
+    With ``validate_every`` > 0 the validation curve (``lowshot.training.validation``, on
+    the split's first ``validation_faces`` validation faces) is written to
+    ``validation_out`` after every point (the whole curve so far, atomically) and at the
+    end; with 0 nothing is written there.
     """
+    settings = training.with_validation_defaults(settings)
+    validate = settings["validate_every"] > 0
+    if validate and validation_out is None:
+        raise ValueError("gan.validate_every > 0 needs validation_out, the curve's CSV")
     torch_device = prepare_device(runtime.device, runtime.threads)
     split = data.load_split(splits_h5)
     # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
@@ -106,10 +139,24 @@ def train_gan_job(
     log.info("GAN corpus: %d images", len(images))
     job_seed = derive_seed(runtime.seed, "train_gan")
     run = _training_run(runtime, torch_device, job_seed, checkpoint, options)
-    result = training.train_wgan_gp(images, settings, run)
+    curve: dict[str, Any] = {}
+    if validate:
+        wanted = settings["validation_faces"]
+        if split.validation.size < wanted:
+            raise ValueError(
+                f"gan.validation_faces={wanted}, but {splits_h5} holds "
+                f"{split.validation.size} validation faces (split.n_validation)"
+            )
+        curve["validation_images"] = data.load_uint8(images_h5, split.validation[:wanted])
+        curve["on_validation"] = lambda rows: training.write_log_csv(validation_out, rows)
+    result = training.train_wgan_gp(images, settings, run, **curve)
     attrs = {"method": "wgan-gp", "seed": job_seed, "corpus_size": len(images), **_flat(settings)}
     save_gan(generator_out, result.generator, attrs)
     training.write_log_csv(losses_out, result.log)
+    if validate:
+        training.write_log_csv(validation_out, result.validation)  # type: ignore[arg-type]
+        if result.stopped_early:
+            log.info("early stop (gan.patience) at step %d", result.step)
     grid = training.sample_grid(result.generator, 64, derive_seed(runtime.seed, "samples"))
     _write_png(grid, samples_out)
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
@@ -316,7 +363,7 @@ def fit_learned_reg_job(
     torch_device = prepare_device(runtime.device, runtime.threads)
     # One seed for every S: example i gets the same fit in every (nested) subset.
     job_seed = derive_seed(runtime.seed, "fit_learned_reg")
-    result = fit_learned_reg(
+    result = training_learned_reg.fit_learned_reg(
         data.load_images(images_h5, subset),
         settings,
         _training_run(runtime, torch_device, job_seed, None, options),

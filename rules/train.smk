@@ -4,7 +4,16 @@
 
 # The lowshot section less shots and losses: they choose the jobs, so they stay out of the
 # params (a new shot count must not rerun the trained models).
-from lowshot.training.settings import lowshot_settings
+from lowshot.training.settings import gan_rule_settings, lowshot_settings
+
+# The GAN's validation curve (gan.validate_every > 0; lowshot/training/validation.py) is
+# an output only when it is on; while it is off the params leave its keys out
+# (gan_rule_settings), so a config that leaves it off reruns no trained GAN.
+GAN_VALIDATION = (
+    {"validation": f"{RESULTS}/models/gan/validation.csv"}
+    if config["gan"]["validate_every"]
+    else {}
+)
 
 
 rule train_gan:
@@ -12,6 +21,7 @@ rule train_gan:
         images=f"{RESULTS}/data/images.h5",
         splits=f"{RESULTS}/data/splits.h5",
     output:
+        **GAN_VALIDATION,
         generator=f"{RESULTS}/models/gan/generator.h5",
         losses=f"{RESULTS}/models/gan/losses.csv",
         samples=report(
@@ -32,7 +42,7 @@ rule train_gan:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=lambda wildcards, attempt: 24 * 60 * attempt,
     params:
-        settings=config["gan"],
+        settings=gan_rule_settings(config["gan"]),
         runtime=RUNTIME,
         checkpoint=f"{RESULTS}/checkpoints/gan/checkpoint.pt",
     script:

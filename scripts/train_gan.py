@@ -11,6 +11,7 @@ train_gan_job(
     generator_out=snakemake.output.generator,
     losses_out=snakemake.output.losses,
     samples_out=snakemake.output.samples,
+    validation_out=snakemake.output.get("validation"),
     checkpoint=params.checkpoint,
     settings=params.settings,
     runtime=Runtime(**params.runtime, threads=snakemake.threads),

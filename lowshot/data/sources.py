@@ -63,16 +63,22 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+# PIL is imported by the functions that decode images (the extraction job): the torch
+# jobs import this package to read the image store and need no PIL.
+if TYPE_CHECKING:
+    from PIL import Image
 
 PathLike = str | os.PathLike[str]
 
 ALIGNED_SIZE = (178, 218)  # (width, height) of the aligned-and-cropped CelebA release
 ALIGNED_CROP = 108
 CROPS = ("auto", "aligned", "center")
-RESAMPLE = Image.Resampling.LANCZOS
+# PIL's Image.Resampling.LANCZOS, an IntEnum; PIL takes the plain number.
+RESAMPLE = 1
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
@@ -217,6 +223,8 @@ def decode_image(data: bytes) -> Image.Image:
 
     Pixel formats with more than 8 bits are scaled or skipped (module docstring).
     """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -251,6 +259,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _scale_16_bit(image: Image.Image) -> Image.Image:
     """An integer image (mode ``I`` or ``I;16*``) with values in 0..65535 -> 8-bit ``L``."""
+    from PIL import Image
+
     values = np.asarray(image)
     low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
     if low < 0 or high > 65535:

@@ -53,6 +53,9 @@ FIT_KEYS = ("steps", "lr", "momentum", "shrinkage")
 # relative error is about sqrt(2 / (m * probes)), under 3 % for m >= 123 (cs-0.01).
 GAIN_PROBES = 32
 _GAIN_SEED = derive_seed(0, "learned_reg", "gain")
+# RGB ends of seaborn's "crest" palette (sns.color_palette("crest", 2) in seaborn 0.13).
+_CREST_LIGHT = (0.31, 0.62, 0.56)
+_CREST_DARK = (0.11, 0.42, 0.54)
 
 
 def fit_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -258,13 +261,16 @@ class LearnedReg(RecoveryMethod):
 
     @classmethod
     def line_style(cls, spec: MethodSpec, siblings: Sequence[MethodSpec]) -> dict[str, Any]:
-        """Dashed, light to dark with the number of shots ("crest": blue-green, apart from
-        the low-shot models' "flare")."""
-        import seaborn as sns
-
+        """Dashed, light to dark blue-green with the number of shots (apart from the
+        low-shot models' red "flare"): a straight line between the ends of seaborn's
+        "crest", so that recovery jobs, which import this file, need no seaborn."""
         shots = sorted({s.shots for s in siblings if s.shots is not None})
-        palette = sns.color_palette("crest", n_colors=max(len(shots), 1))
-        return {"color": palette[shots.index(spec.shots)], "linestyle": "--", "marker": "P"}
+        position = shots.index(spec.shots) / max(len(shots) - 1, 1)
+        color = tuple(
+            light + position * (dark - light)
+            for light, dark in zip(_CREST_LIGHT, _CREST_DARK, strict=True)
+        )
+        return {"color": color, "linestyle": "--", "marker": "P"}
 
     @classmethod
     def sort_key(cls, spec: MethodSpec) -> tuple[Any, ...]:

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from lowshot.problems.base import IMAGE_SHAPE, Operator, ProblemSpec, register
 
@@ -77,4 +76,6 @@ class Colorization(Operator):
     @classmethod
     def input_image(cls, truth: np.ndarray) -> np.ndarray:
         """uint8 (K, 64, 64, 3) -> their PIL luma (K, 64, 64) uint8, the grayscale input."""
+        from PIL import Image  # for figures only: recovery jobs need no PIL
+
         return np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in truth])

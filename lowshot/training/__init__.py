@@ -3,7 +3,9 @@ resumable checkpoints, sample grids and loss logs.
 
 Modules: ``settings`` (the config sections the trainers take), ``loop`` (``TrainingRun``,
 the resumable loop, checkpoints, batch-norm calibration, loss-log CSV), ``wgan_gp``
-(``train_wgan_gp``), ``pretrain`` (``pretrain_lowshot``), ``samples`` (``sample_grid``).
+(``train_wgan_gp``; ``build_wgan_gp``, its networks and step, for benchmarks),
+``validation`` (the GAN's validation curve), ``pretrain`` (``pretrain_lowshot``;
+``build_lowshot``), ``samples`` (``sample_grid``).
 The model files they produce are written and read by ``lowshot.io`` (``save_gan``,
 ``load_gan``, ``save_lowshot``, ``load_lowshot``); the Gaussian is ``lowshot.gaussian``.
 
@@ -43,6 +45,17 @@ there*: nothing beyond the regular checkpoints is written, so a rerun resumes fr
 last multiple of ``checkpoint_every`` and redoes the steps after it. The result then has
 ``finished=False``. It exists to test resuming.
 
+The GAN's validation curve
+--------------------------
+With ``gan.validate_every`` > 0, ``train_wgan_gp`` (given the split's validation faces)
+scores the generator every that many steps and at the last one: CSGM's mean PSNR on
+``gan.validation_faces`` faces (``lowshot.training.validation``), measured on a calibrated
+copy, so the training is bit for bit the same as without it. The curve is checkpointed
+with the networks and a resumed run continues it; ``gan.patience`` > 0 ends training
+early once that many points in a row have not beaten the best (the checkpoint records
+the stop, so a resumed run does not train on). Off (0) by default: nothing runs, and
+checkpoints and results are those of before.
+
 Batch norm after training
 -------------------------
 Both trainings run the generator in norm mode ``"batch"`` (each forward pass normalised
@@ -63,23 +76,49 @@ The returned generators are on the CPU, in eval mode with ``norm = "stored"``.
 from __future__ import annotations
 
 from lowshot.training.loop import TrainingRun, calibrate_batch_norm, write_log_csv
-from lowshot.training.pretrain import LOSSES, LowshotResult, pretrain_lowshot
+from lowshot.training.pretrain import (
+    LOSSES,
+    LowshotPretraining,
+    LowshotResult,
+    build_lowshot,
+    pretrain_lowshot,
+)
 from lowshot.training.samples import sample_grid
-from lowshot.training.settings import LOWSHOT_SELECTION_KEYS, gan_settings, lowshot_settings
-from lowshot.training.wgan_gp import GAN_CALIBRATION_BATCH, GanResult, train_wgan_gp
+from lowshot.training.settings import (
+    GAN_VALIDATION_KEYS,
+    LOWSHOT_SELECTION_KEYS,
+    gan_rule_settings,
+    gan_settings,
+    lowshot_settings,
+    with_validation_defaults,
+)
+from lowshot.training.wgan_gp import (
+    GAN_CALIBRATION_BATCH,
+    GanResult,
+    WganGp,
+    build_wgan_gp,
+    train_wgan_gp,
+)
 
 __all__ = [
     "GAN_CALIBRATION_BATCH",
+    "GAN_VALIDATION_KEYS",
     "LOSSES",
     "LOWSHOT_SELECTION_KEYS",
     "GanResult",
+    "LowshotPretraining",
     "LowshotResult",
     "TrainingRun",
+    "WganGp",
+    "build_lowshot",
+    "build_wgan_gp",
     "calibrate_batch_norm",
+    "gan_rule_settings",
     "gan_settings",
     "lowshot_settings",
     "pretrain_lowshot",
     "sample_grid",
     "train_wgan_gp",
+    "with_validation_defaults",
     "write_log_csv",
 ]

@@ -234,12 +234,14 @@ def _due(step: int, every: int, last: int) -> bool:
 @dataclass(frozen=True)
 class LoopResult:
     """Where ``train_loop`` ended: the whole log (resumed rows included), the step it
-    started from, the last step done, and whether that is the last iteration."""
+    started from, the last step done, and whether training is over (the last iteration,
+    or an early stop: ``stopped_early``)."""
 
     log: list[dict[str, float]]
     start_step: int
     step: int
     finished: bool
+    stopped_early: bool = False
 
 
 def train_loop(
@@ -250,6 +252,7 @@ def train_loop(
     identity: Mapping[str, Any],
     settings: Mapping[str, Any],
     desc: str,
+    after_step: Callable[[int], bool] | None = None,
 ) -> LoopResult:
     """Run ``step`` for the steps after the checkpoint's (or 0) up to ``iterations``.
 
@@ -263,6 +266,11 @@ def train_loop(
     at the last step the step's row, led by ``"step"``, joins the log.
     ``run.stop_after``: return after that step as if killed there (package docstring).
     ``desc``: the progress bar's label (shown when ``run.progress``).
+    ``after_step(step)``: called after every step (before its log row and checkpoint);
+    True ends training there as finished (an early stop, whose step is logged). Its own state
+    belongs in ``state``, so that a resumed run makes the same calls. The checkpoint of an
+    early stop is written at once and says so (key ``"stopped_early"``): a run resumed
+    from it returns at once, finished, instead of training on.
     """
     checkpoint_path, stop_after = run.checkpoint_path, run.stop_after
     iterations = settings["iterations"]
@@ -272,26 +280,36 @@ def train_loop(
     if saved is not None:
         _restore(state, {name: saved[name] for name in state})
         rows, start = list(saved["log"]), int(saved["step"])
+        if saved.get("stopped_early", False):
+            log.info("the checkpoint's run stopped early at step %d: done", start)
+            return LoopResult(rows, start, start, True, stopped_early=True)
 
-    done = start
+    done, stopped_early = start, False
     bar = tqdm(total=iterations, initial=start, desc=desc, disable=not run.progress)
     for done in range(start + 1, iterations + 1):
         make_row = step()
         bar.update(1)
-        if _due(done, settings["log_every"], iterations):
+        if after_step is not None and after_step(done) and done < iterations:
+            stopped_early = True
+            log.info("%s: early stop at step %d", identity["kind"], done)
+        if _due(done, settings["log_every"], iterations) or stopped_early:
             row = {"step": done, **make_row()}
             rows.append(row)
             log.info("%s %s", identity["kind"], " ".join(f"{k}={v:.4g}" for k, v in row.items()))
-        if checkpoint_path is not None and _due(done, settings["checkpoint_every"], iterations):
+        due = _due(done, settings["checkpoint_every"], iterations)
+        if checkpoint_path is not None and (due or stopped_early):
+            extra = {"stopped_early": True} if stopped_early else {}
             _save_checkpoint(
                 checkpoint_path,
-                {"settings": identity, "step": done, **_state_of(state), "log": rows},
+                {"settings": identity, "step": done, **_state_of(state), "log": rows, **extra},
             )
+        if stopped_early:
+            break
         if stop_after is not None and done >= stop_after and done < iterations:
             log.info("stop_after=%d: stopping at step %d as if killed", stop_after, done)
             break
     bar.close()
-    return LoopResult(rows, start, done, done >= iterations)
+    return LoopResult(rows, start, done, done >= iterations or stopped_early, stopped_early)
 
 
 # ---------------------------------------------------------------------------------------

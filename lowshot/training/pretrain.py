@@ -25,6 +25,7 @@ from lowshot.training.settings import lowshot_settings
 log = logging.getLogger(__name__)
 
 LOSSES = ("l2", "mmd")
+STAGE = "lowshot"
 
 
 @dataclass
@@ -50,6 +51,89 @@ class LowshotResult:
     step: int
     finished: bool
     shrinkage: float
+
+
+@dataclass
+class LowshotPretraining:
+    """One low-shot pre-training, set up (``build_lowshot``): what ``pretrain_lowshot``
+    runs. ``step()`` is one full-batch Adam step on theta and the codes and returns the
+    function that makes its log row; ``state`` is what a checkpoint holds. Exposed so that
+    ``benchmarks/training.py`` times the very step the trainer runs."""
+
+    config: dict[str, Any]
+    device: torch.device
+    identity: dict[str, Any]
+    generator: Generator
+    codes: nn.Parameter
+    optimiser: torch.optim.Optimizer
+    targets: torch.Tensor
+    bandwidth: float | None
+    step: loop.Step
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The checkpoint's objects, by key."""
+        return {"generator": self.generator, "codes": self.codes, "optimiser": self.optimiser}
+
+
+def build_lowshot(
+    images: torch.Tensor | np.ndarray,
+    settings: Mapping[str, Any],
+    run: TrainingRun,
+    *,
+    loss: str,
+) -> LowshotPretraining:
+    """Generator, codes, optimiser and the step of ``pretrain_lowshot`` (same arguments),
+    at step 0; nothing is trained."""
+    config = lowshot_settings(settings)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
+    latent_dim, seed, precision = run.latent_dim, run.seed, run.precision
+    dev = loop._device(run.device)
+    targets = loop._to_float(loop._as_images(images), dev)
+    if targets.shape[0] < 2:
+        raise ValueError("pre-training needs at least two examples")
+    mmd_bandwidth = config["mmd_bandwidth"]
+    bandwidth: float | None = None
+    if loss == "mmd":
+        bandwidth = median_bandwidth(targets) if mmd_bandwidth == "median" else float(mmd_bandwidth)
+        log.info("MMD bandwidth alpha = %.6g (%s)", bandwidth, mmd_bandwidth)
+    identity = {
+        "kind": STAGE,
+        "loss": loss,
+        "latent_dim": latent_dim,
+        "lr": float(config["lr"]),
+        "mmd_bandwidth": mmd_bandwidth if isinstance(mmd_bandwidth, str) else float(mmd_bandwidth),
+        "seed": int(seed),
+        "precision": precision,
+        "log_every": config["log_every"],
+        "width": run.width,
+        "data": loop._fingerprint(targets.cpu()),
+    }
+    generator = loop._new_generator(run, STAGE, dev)
+    codes = nn.Parameter(pretraining_codes(seed, targets.shape[0], latent_dim).to(dev))
+    optimiser = torch.optim.Adam([*generator.parameters(), codes], lr=config["lr"])
+
+    def objective(generated: torch.Tensor) -> torch.Tensor:
+        if loss == "l2":
+            return l2_loss(generated, targets)
+        return mmd_loss(generated, targets, bandwidth)  # type: ignore[arg-type]
+
+    def step() -> Callable[[], dict[str, float]]:
+        with autocast(dev, precision):
+            generated = generator(codes)
+        value = objective(generated.float())
+        optimiser.zero_grad(set_to_none=True)
+        value.backward()
+        optimiser.step()
+        return lambda: {
+            "loss": float(value.detach()),
+            "fit_psnr": float(psnr(generated.detach(), targets).mean()),
+        }
+
+    return LowshotPretraining(
+        config, dev, identity, generator, codes, optimiser, targets, bandwidth, step
+    )
 
 
 def pretrain_lowshot(
@@ -79,60 +163,15 @@ def pretrain_lowshot(
     ``covariance_shrinkage``). ``iterations=0`` gives the calibrated initial network.
     Checkpointing, resuming and ``stop_after``: package docstring.
     """
-    config = lowshot_settings(settings)
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
-    latent_dim, seed, precision = run.latent_dim, run.seed, run.precision
-    dev = loop._device(run.device)
-    targets = loop._to_float(loop._as_images(images), dev)
-    if targets.shape[0] < 2:
-        raise ValueError("pre-training needs at least two examples")
-    mmd_bandwidth = config["mmd_bandwidth"]
-    bandwidth: float | None = None
-    if loss == "mmd":
-        bandwidth = median_bandwidth(targets) if mmd_bandwidth == "median" else float(mmd_bandwidth)
-        log.info("MMD bandwidth alpha = %.6g (%s)", bandwidth, mmd_bandwidth)
-    stage = "lowshot"
-    identity = {
-        "kind": stage,
-        "loss": loss,
-        "latent_dim": latent_dim,
-        "lr": float(config["lr"]),
-        "mmd_bandwidth": mmd_bandwidth if isinstance(mmd_bandwidth, str) else float(mmd_bandwidth),
-        "seed": int(seed),
-        "precision": precision,
-        "log_every": config["log_every"],
-        "width": run.width,
-        "data": loop._fingerprint(targets.cpu()),
-    }
-    generator = loop._new_generator(run, stage, dev)
-    codes = nn.Parameter(pretraining_codes(seed, targets.shape[0], latent_dim).to(dev))
-    optimiser = torch.optim.Adam([*generator.parameters(), codes], lr=config["lr"])
-
-    def objective(generated: torch.Tensor) -> torch.Tensor:
-        if loss == "l2":
-            return l2_loss(generated, targets)
-        return mmd_loss(generated, targets, bandwidth)  # type: ignore[arg-type]
-
-    def step() -> Callable[[], dict[str, float]]:
-        with autocast(dev, precision):
-            generated = generator(codes)
-        value = objective(generated.float())
-        optimiser.zero_grad(set_to_none=True)
-        value.backward()
-        optimiser.step()
-        return lambda: {
-            "loss": float(value.detach()),
-            "fit_psnr": float(psnr(generated.detach(), targets).mean()),
-        }
-
+    trainer = build_lowshot(images, settings, run, loss=loss)
+    config, generator, codes = trainer.config, trainer.generator, trainer.codes
     outcome = loop.train_loop(
-        step,
+        trainer.step,
         run,
-        state={"generator": generator, "codes": codes, "optimiser": optimiser},
-        identity=identity,
+        state=trainer.state,
+        identity=trainer.identity,
         settings=config,
-        desc=f"{stage}-{loss}",
+        desc=f"{STAGE}-{loss}",
     )
     fitted = codes.detach().cpu().float().clone()
     if outcome.finished:
@@ -144,7 +183,7 @@ def pretrain_lowshot(
         mean=mean,
         covariance=covariance,
         log=outcome.log,
-        bandwidth=bandwidth,
+        bandwidth=trainer.bandwidth,
         loss=loss,
         start_step=outcome.start_step,
         step=outcome.step,

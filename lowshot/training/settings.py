@@ -16,6 +16,8 @@ from lowshot.config import schema_defaults
 # The ``lowshot`` section's keys that choose which models are trained, not how:
 # ``pretrain_lowshot`` accepts and ignores them, ``lowshot_settings`` drops them.
 LOWSHOT_SELECTION_KEYS = ("shots", "losses")
+# The ``gan`` section's keys of the validation curve (``lowshot.training.validation``).
+GAN_VALIDATION_KEYS = ("validate_every", "validation_faces", "validation_steps", "patience")
 
 
 def section_settings(
@@ -50,3 +52,22 @@ def lowshot_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     so the whole section can be passed; any other key is an error.
     """
     return section_settings("lowshot", settings, LOWSHOT_SELECTION_KEYS)
+
+
+def gan_rule_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``gan`` section as rule ``train_gan``'s params: without the validation keys
+    (``GAN_VALIDATION_KEYS``) while ``validate_every`` is 0.
+
+    Snakemake reruns a job whose params changed; so a config that leaves the validation
+    curve off keeps the params it had before these keys existed, and a trained GAN is not
+    retrained for nothing. ``with_validation_defaults`` puts the keys back.
+    """
+    if section.get("validate_every", 0):
+        return dict(section)
+    return {key: value for key, value in section.items() if key not in GAN_VALIDATION_KEYS}
+
+
+def with_validation_defaults(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` with the validation keys it lacks at their schema defaults (off)."""
+    defaults = schema_defaults("gan")
+    return {**{key: defaults[key] for key in GAN_VALIDATION_KEYS}, **section}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,13 +13,14 @@ from lowshot.devices import autocast
 from lowshot.losses import critic_loss, generator_loss
 from lowshot.models import Critic, Generator, init_dcgan_weights
 from lowshot.seeds import derive_seed, seeded_generator
-from lowshot.training import loop
+from lowshot.training import loop, validation
 from lowshot.training.loop import TrainingRun
 from lowshot.training.settings import gan_settings
 
 # The calibration codes (``gan.calibration_samples`` of them) go through the generator in
 # batches this large, so that each batch's statistics are close to the population's.
 GAN_CALIBRATION_BATCH = 256
+STAGE = "wgan-gp"
 
 
 @dataclass
@@ -29,6 +30,9 @@ class GanResult:
     Log keys: step, critic_loss, generator_loss, gradient_penalty, wasserstein (critic
     values are means over the step's critic updates). ``start_step``: the step the run
     started from (0, or the checkpoint's step when resumed); ``step``: the last step done.
+    ``validation``: the validation curve's rows (``lowshot.training.validation``; empty
+    when ``validate_every`` is 0); ``stopped_early``: whether its ``patience`` ended the
+    run before ``iterations``.
     """
 
     generator: Generator
@@ -37,27 +41,47 @@ class GanResult:
     start_step: int
     step: int
     finished: bool
+    validation: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
 
 
-def train_wgan_gp(
-    images: torch.Tensor | np.ndarray, settings: Mapping[str, Any], run: TrainingRun
-) -> GanResult:
-    """Train the DCGAN generator against the WGAN-GP critic.
+@dataclass
+class WganGp:
+    """One WGAN-GP training, set up (``build_wgan_gp``): what ``train_wgan_gp`` runs.
 
-    images: the corpus on the CPU, (N, 3, 64, 64) float in [-1, 1] or the HDF5 store's
-    uint8 (N, 64, 64, 3) (converted batch by batch: 4x less memory for a large corpus).
-    settings: the config's ``gan`` section, exactly its keys, all required.
-    run: how it runs (``TrainingRun``: latent size, seed, device, precision, checkpoint,
-    progress bar, ``stop_after``, width).
-    Each of the ``iterations`` generator steps follows ``critic_steps`` critic steps;
-    every critic step draws a batch of ``batch_size`` images (uniformly, with
-    replacement, from a seeded generator) and ``batch_size`` codes z ~ N(0, I); the
-    gradient penalty's interpolation weights come from a third seeded generator. Adam
-    with ``lr`` and ``betas`` for both networks. ``run.precision="bf16"`` autocasts the
-    forward passes on CUDA. After the last step the generator's BN statistics are
-    calibrated on ``calibration_samples`` fresh codes (package docstring).
-    Checkpointing, resuming and ``stop_after``: package docstring.
+    ``step()`` is one training iteration (``critic_steps`` critic updates, then one
+    generator update) and returns the function that makes its log row; ``state`` is what
+    a checkpoint holds. Exposed so that ``benchmarks/training.py`` times the very step
+    the trainer runs.
     """
+
+    config: dict[str, Any]
+    device: torch.device
+    identity: dict[str, Any]
+    generator: Generator
+    critic: Critic
+    opt_generator: torch.optim.Optimizer
+    opt_critic: torch.optim.Optimizer
+    rngs: dict[str, torch.Generator]
+    step: loop.Step
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The checkpoint's objects, by key."""
+        return {
+            "generator": self.generator,
+            "critic": self.critic,
+            "opt_generator": self.opt_generator,
+            "opt_critic": self.opt_critic,
+            "rng": self.rngs,
+        }
+
+
+def build_wgan_gp(
+    images: torch.Tensor | np.ndarray, settings: Mapping[str, Any], run: TrainingRun
+) -> WganGp:
+    """Networks, optimisers, seeded generators and the step of ``train_wgan_gp`` (same
+    arguments), at step 0; nothing is trained."""
     config = gan_settings(settings)
     latent_dim, seed, precision = run.latent_dim, run.seed, run.precision
     dev = loop._device(run.device)
@@ -65,9 +89,8 @@ def train_wgan_gp(
     batch_size, critic_steps = config["batch_size"], config["critic_steps"]
     gp_weight, lr = config["gp_weight"], config["lr"]
     betas = (float(config["betas"][0]), float(config["betas"][1]))
-    stage = "wgan-gp"
     identity = {
-        "kind": stage,
+        "kind": STAGE,
         "latent_dim": latent_dim,
         "batch_size": batch_size,
         "critic_steps": critic_steps,
@@ -81,12 +104,12 @@ def train_wgan_gp(
         "data": loop._fingerprint(images),
     }
     rngs = {
-        name: seeded_generator(derive_seed(seed, stage, name))
+        name: seeded_generator(derive_seed(seed, STAGE, name))
         for name in ("batches", "latents", "interpolates")
     }
-    generator = loop._new_generator(run, stage, dev)
+    generator = loop._new_generator(run, STAGE, dev)
     critic = Critic(run.width)
-    init_dcgan_weights(critic, seeded_generator(derive_seed(seed, stage, "critic-init")))
+    init_dcgan_weights(critic, seeded_generator(derive_seed(seed, STAGE, "critic-init")))
     critic = critic.to(dev).train()
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_c = torch.optim.Adam(critic.parameters(), lr=lr, betas=betas)
@@ -130,32 +153,99 @@ def train_wgan_gp(
 
         return row
 
+    return WganGp(config, dev, identity, generator, critic, opt_g, opt_c, rngs, step)
+
+
+def calibration_codes(seed: int, latent_dim: int, samples: int) -> Iterator[torch.Tensor]:
+    """The codes whose statistics become the generator's stored BN statistics: ``samples``
+    N(0, I) draws of the run's ``seed`` (sub-stream "bn-calibration"), in batches of
+    ``GAN_CALIBRATION_BATCH`` (the last one smaller), on the CPU."""
+    calibration = seeded_generator(derive_seed(seed, STAGE, "bn-calibration"))
+    full, rest = divmod(samples, GAN_CALIBRATION_BATCH)
+    sizes = [GAN_CALIBRATION_BATCH] * full + ([rest] if rest else [])
+    return (torch.randn(size, latent_dim, generator=calibration) for size in sizes)
+
+
+def train_wgan_gp(
+    images: torch.Tensor | np.ndarray,
+    settings: Mapping[str, Any],
+    run: TrainingRun,
+    *,
+    validation_images: torch.Tensor | np.ndarray | None = None,
+    on_validation: Callable[[list[dict[str, float]]], None] | None = None,
+) -> GanResult:
+    """Train the DCGAN generator against the WGAN-GP critic.
+
+    images: the corpus on the CPU, (N, 3, 64, 64) float in [-1, 1] or the HDF5 store's
+    uint8 (N, 64, 64, 3) (converted batch by batch: 4x less memory for a large corpus).
+    settings: the config's ``gan`` section, exactly its keys, all required.
+    run: how it runs (``TrainingRun``: latent size, seed, device, precision, checkpoint,
+    progress bar, ``stop_after``, width).
+    Each of the ``iterations`` generator steps follows ``critic_steps`` critic steps;
+    every critic step draws a batch of ``batch_size`` images (uniformly, with
+    replacement, from a seeded generator) and ``batch_size`` codes z ~ N(0, I); the
+    gradient penalty's interpolation weights come from a third seeded generator. Adam
+    with ``lr`` and ``betas`` for both networks. ``run.precision="bf16"`` autocasts the
+    forward passes on CUDA. After the last step the generator's BN statistics are
+    calibrated on ``calibration_samples`` fresh codes (package docstring).
+    Checkpointing, resuming and ``stop_after``: package docstring.
+
+    Validation (``validate_every`` > 0; ``lowshot.training.validation``): every
+    ``validate_every`` steps and at the last one, CSGM recovers ``validation_faces`` of
+    ``validation_images`` (the split's validation faces, at least that many) with the
+    current generator (a calibrated copy: training itself is unchanged) and the mean
+    PSNR joins the curve (``GanResult.validation``; checkpointed, so a resumed run
+    continues it). ``on_validation(rows)`` is called with the whole curve after each
+    point (the job writes its CSV). ``patience`` > 0 ends training once that many
+    points in a row have not beaten the best one. With ``validate_every`` 0 nothing of
+    this runs and ``validation_images`` is not needed.
+    """
+    trainer = build_wgan_gp(images, settings, run)
+    config, identity = trainer.config, trainer.identity
+    state = trainer.state
+    after_step = None
+    curve: validation.ValidationCurve | None = None
+    if config["validate_every"] > 0:
+        if validation_images is None:
+            raise ValueError(
+                f"gan.validate_every={config['validate_every']} needs the validation faces "
+                "(validation_images); set it to 0 to train without the validation curve"
+            )
+        check = validation.GanValidation(validation_images, config, run, trainer.device)
+        curve = validation.ValidationCurve()
+        identity = {**identity, "validation": check.identity}
+        state = {**state, "validation": curve}
+
+        def after_step(step: int) -> bool:
+            assert curve is not None
+            if not loop._due(step, config["validate_every"], config["iterations"]):
+                return False
+            codes = calibration_codes(run.seed, run.latent_dim, config["calibration_samples"])
+            curve.rows.append(check(trainer.generator, codes, step))
+            if on_validation is not None:
+                on_validation(list(curve.rows))
+            return curve.stale(config["patience"])
+
     outcome = loop.train_loop(
-        step,
+        trainer.step,
         run,
-        state={
-            "generator": generator,
-            "critic": critic,
-            "opt_generator": opt_g,
-            "opt_critic": opt_c,
-            "rng": rngs,
-        },
+        state=state,
         identity=identity,
         settings=config,
-        desc=stage,
+        desc=STAGE,
+        after_step=after_step,
     )
+    generator = trainer.generator
     if outcome.finished:
-        calibration = seeded_generator(derive_seed(seed, stage, "bn-calibration"))
-        full, rest = divmod(config["calibration_samples"], GAN_CALIBRATION_BATCH)
-        sizes = [GAN_CALIBRATION_BATCH] * full + ([rest] if rest else [])
-        loop.calibrate_batch_norm(
-            generator, (torch.randn(size, latent_dim, generator=calibration) for size in sizes)
-        )
+        codes = calibration_codes(run.seed, run.latent_dim, config["calibration_samples"])
+        loop.calibrate_batch_norm(generator, codes)
     return GanResult(
         loop._finish_generator(generator),
-        critic.cpu().eval(),
+        trainer.critic.cpu().eval(),
         outcome.log,
         outcome.start_step,
         outcome.step,
         outcome.finished,
+        validation=[] if curve is None else list(curve.rows),
+        stopped_early=outcome.stopped_early,
     )
