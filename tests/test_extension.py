@@ -67,6 +67,7 @@ def test_a_toy_method_and_problem_run_through_the_workflow(tmp_path: Path, share
             "max_images": 40,
         },
         "split": {"n_test": 1, "n_validation": 0, "gan_corpus_size": 20},
+        "gan": {"validate_every": 0},  # no validation faces: no validation curve
         "lowshot": {"shots": [5]},
         "problems": {
             "compressed_sensing": {"ratios": [0.1, 0.3]},
