@@ -48,7 +48,7 @@ from lowshot.io import LearnedRegStats, load_learned_reg, save_learned_reg
 from lowshot.methods import recover
 from lowshot.methods.learned_reg import LearnedReg, fit_settings
 from lowshot.metrics import psnr
-from lowshot.problems import GaussianNoise, make_operator, measure, noise_std, parse_problem
+from lowshot.problems import noise_std, observe
 from lowshot.seeds import derive_seed
 from lowshot.training import TrainingRun
 from lowshot.training.learned_reg import fit_learned_reg
@@ -161,10 +161,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for weight in args.weights:
         row = Row(weight, {}, {}, 0.0)
         for problem in args.problems:
-            operator = make_operator(parse_problem(problem), config_seed=seed, device=device)
-            noise = GaussianNoise(noise_std(config, problem))
-            noise_seeds = [derive_seed(seed, "noise", problem, i) for i in image_ids]
-            y = measure(operator, noise, truth.to(device), noise_seeds)
+            operator, y = observe(
+                problem,
+                truth,
+                image_ids,
+                config_seed=seed,
+                noise_std=noise_std(config, problem),
+                device=device,
+            )
             started = time.perf_counter()
             result = recover(
                 LearnedReg.kind,

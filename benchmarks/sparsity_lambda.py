@@ -96,12 +96,10 @@ def sweep(
     device: torch.device,
 ) -> dict[int, np.ndarray]:
     """Mean PSNR (len(lams),) after each checkpoint step, all lams in one FISTA batch."""
-    operator = problems.make_operator(
-        problems.parse_problem(problem), config_seed=args.seed, device=device
-    )
-    noise = [derive_seed(args.seed, "noise", problem, i) for i in ids]
     truth = faces.to(device)
-    y = problems.measure(operator, problems.GaussianNoise(args.noise_std), truth, noise)
+    operator, y = problems.observe(
+        problem, truth, ids, config_seed=args.seed, noise_std=args.noise_std, device=device
+    )
     seeds = jobs.method_seeds(args.seed, "sparsity", problem, ids)
     power = resolve_settings("sparsity", None)["power_iterations"]
     basis = dct_matrix().to(device=device, dtype=torch.float32)

@@ -65,8 +65,7 @@ from lowshot.methods import (
 )
 from lowshot.methods.learned_reg import fit_settings
 from lowshot.metrics import psnr
-from lowshot.problems import GaussianNoise, make_operator, measure, noise_std, parse_problem
-from lowshot.seeds import derive_seed
+from lowshot.problems import noise_std, observe
 
 DEFAULT_PROBLEMS = ("cs-0.1", "colorization")
 BASE, RECOVERY, ALL = "x1", "x2 recovery", "x2 all"
@@ -251,12 +250,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     measurements: dict[str, tuple[Any, torch.Tensor]] = {}
     for problem in args.problems:
-        operator = make_operator(parse_problem(problem), config_seed=seed, device=device)
-        noise_seeds = [derive_seed(seed, "noise", problem, i) for i in image_ids]
-        y = measure(
-            operator, GaussianNoise(noise_std(config, problem)), truth.to(device), noise_seeds
+        measurements[problem] = observe(
+            problem,
+            truth,
+            image_ids,
+            config_seed=seed,
+            noise_std=noise_std(config, problem),
+            device=device,
         )
-        measurements[problem] = (operator, y)
 
     skipped: dict[str, str] = {}
     loaded: dict[Path, Any] = {}

@@ -51,7 +51,7 @@ from lowshot.devices import prepare_device
 from lowshot.io import load_gan, load_lowshot
 from lowshot.methods import METHODS, RecoveryResult, method_settings, recover
 from lowshot.metrics import psnr
-from lowshot.problems import GaussianNoise, make_operator, measure, noise_std, parse_problem
+from lowshot.problems import noise_std, observe, parse_problem
 from lowshot.seeds import derive_seed
 
 DEFAULT_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -259,11 +259,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"note: {kind} skipped: {why}")
 
     measurements: dict[str, tuple[Any, torch.Tensor]] = {}
-    for name, spec in specs.items():
-        operator = make_operator(spec, config_seed=seed, device=device)
-        noise_seeds = [derive_seed(seed, "noise", name, image_id) for image_id in image_ids]
-        y = measure(operator, GaussianNoise(noise_std(config, name)), truth.to(device), noise_seeds)
-        measurements[name] = (operator, y)
+    for name in specs:
+        measurements[name] = observe(
+            name,
+            truth,
+            image_ids,
+            config_seed=seed,
+            noise_std=noise_std(config, name),
+            device=device,
+        )
 
     # (kind, problem, settings) -> (result, seconds it took)
     cache: dict[tuple[str, str, str], tuple[RecoveryResult, float]] = {}

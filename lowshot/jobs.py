@@ -263,9 +263,9 @@ def recover_job(
     rows = split.test[positions[0] : positions[1]]
     image_ids = [str(i) for i in split.test_ids[positions[0] : positions[1]]]
     truth = data.load_images(images_h5, rows).to(torch_device)
-    operator = problems.make_operator(the_problem, config_seed=seed, device=torch_device)
-    noise_seeds = [derive_seed(seed, "noise", problem, image_id) for image_id in image_ids]
-    measurements = problems.measure(operator, problems.GaussianNoise(noise_std), truth, noise_seeds)
+    operator, measurements = problems.observe(
+        problem, truth, image_ids, config_seed=seed, noise_std=noise_std, device=torch_device
+    )
     seeds = method_seeds(seed, method, problem, image_ids)
     model = None
     if method_class.model is not None:

@@ -8,7 +8,7 @@ problems; none of it names a family.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from lowshot.problems.base import (
     measure,
     register,
 )
+from lowshot.seeds import derive_seed
 
 __all__ = [
     "IMAGE_SHAPE",
@@ -35,6 +36,7 @@ __all__ = [
     "make_operator",
     "measure",
     "noise_std",
+    "observe",
     "parse_problem",
     "problem_specs",
     "register",
@@ -75,3 +77,22 @@ def noise_std(config: Mapping[str, Any], name: str) -> float:
     section's ``noise_std`` unless the family decides per problem (a noise sweep)."""
     spec = parse_problem(name)
     return PROBLEMS[spec.kind].noise_std(spec, config["problems"][spec.kind])
+
+
+def observe(
+    name: str,
+    truth: torch.Tensor,
+    image_ids: Sequence[str],
+    *,
+    config_seed: int,
+    noise_std: float,
+    device: str | torch.device = "cpu",
+) -> tuple[Operator, torch.Tensor]:
+    """The workflow's measurements of problem ``name``: its operator (seeded by the config
+    seed and the name) and y = A x + eta (N, m) float32 for the true images ``truth``
+    (N, 3, 64, 64) in [-1, 1], with eta of std ``noise_std`` seeded per (config seed,
+    "noise", name, image id). Every method, job and benchmark that measures image i of a
+    problem sees this same y."""
+    operator = make_operator(parse_problem(name), config_seed=config_seed, device=device)
+    noise_seeds = [derive_seed(config_seed, "noise", name, image_id) for image_id in image_ids]
+    return operator, measure(operator, GaussianNoise(noise_std), truth.to(device), noise_seeds)
