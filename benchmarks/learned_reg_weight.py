@@ -146,11 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = load_config(args.configfile)
     seed = int(config["seed"])
     device = prepare_device(args.device, args.threads)
-    split = data.load_split(args.splits_h5)
-    if split.validation.size == 0:
-        raise SystemExit(f"{args.splits_h5} holds no validation images (split.n_validation)")
-    image_ids = split.validation_ids[: args.images]
-    truth = data.load_images(args.images_h5, split.validation[: args.images])
+    truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.images)
     stats = prior(args, config, device)
     settings = dict(config["recover"]["learned_reg"])
     if args.steps is not None:

@@ -226,14 +226,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     latent_dim = int(config["model"]["latent_dim"])
     results = Path(args.results)
     images_h5, splits_h5 = results / "data" / "images.h5", results / "data" / "splits.h5"
-    split = data.load_split(splits_h5)
-    if split.validation.size == 0:
-        raise SystemExit(f"{splits_h5} holds no validation faces (split.n_validation = 0)")
-    if split.validation.size < args.images:
-        print(f"note: {splits_h5} holds {split.validation.size} validation faces; using all")
-    rows_idx = split.validation[: args.images]
-    image_ids = [str(i) for i in split.validation_ids[: args.images]]
-    truth = data.load_images(images_h5, rows_idx)
+    truth, image_ids = data.load_validation(images_h5, splits_h5, args.images)
+    if len(image_ids) < args.images:
+        print(f"note: {splits_h5} holds {len(image_ids)} validation faces; using all")
     kinds = list(args.methods or config["recover"]["methods"])
     specs = sorted(
         (parse_method(name) for kind in kinds for name in METHODS[kind].method_names(config)),

@@ -241,17 +241,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kinds = list(args.methods or config["recover"]["methods"])
     specs = {name: parse_problem(name) for name in args.problems}
 
-    split = data.load_split(args.splits_h5)
-    if split.validation.size == 0:
-        raise SystemExit(
-            f"{args.splits_h5} holds no validation images: write a split with "
-            "split.n_validation > 0 (lowshot.data.split_data(..., n_validation=...))"
-        )
-    if split.validation.size < args.images:
-        print(f"note: {args.splits_h5} holds {split.validation.size} validation images; using all")
-    rows = split.validation[: args.images]
-    image_ids = split.validation_ids[: args.images]
-    truth = data.load_images(args.images_h5, rows)
+    truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.images)
+    if len(image_ids) < args.images:
+        print(f"note: {args.splits_h5} holds {len(image_ids)} validation images; using all")
 
     models = load_models(args)
     methods, skipped = candidates(config, kinds, models)

@@ -624,3 +624,29 @@ def test_too_small_pools_for_validation_name_the_numbers() -> None:
             seed=0,
             n_validation=26,
         )
+
+
+def test_load_validation_gives_the_first_validation_faces_or_says_there_are_none(
+    tmp_path: Path,
+) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    ids = [f"{i:06d}.jpg" for i in range(4)]
+    string = h5py.string_dtype()
+    with h5py.File(tmp_path / "images.h5", "w") as handle:
+        handle["images"] = pixels
+        handle.create_dataset("ids", data=np.array(ids, dtype=object), dtype=string)
+    for name, validation in (("with.h5", [3, 1]), ("without.h5", [])):
+        with h5py.File(tmp_path / name, "w") as handle:
+            handle["test"] = np.array([0], np.int64)
+            handle.create_dataset("test_ids", data=np.array(ids[:1], dtype=object), dtype=string)
+            handle["gan_corpus"] = np.array([2], np.int64)
+            handle["validation"] = np.array(validation, np.int64)
+            chosen = np.array([ids[i] for i in validation], dtype=object)
+            handle.create_dataset("validation_ids", data=chosen, dtype=string)
+    faces, names = data.load_validation(tmp_path / "images.h5", tmp_path / "with.h5", 1)
+    assert names == ["000003.jpg"] and faces.shape == (1, 3, 64, 64)
+    assert torch.equal(faces, images.to_float(pixels[3:4]))
+    _, names = data.load_validation(tmp_path / "images.h5", tmp_path / "with.h5", 5)
+    assert names == ["000003.jpg", "000001.jpg"]  # fewer than asked: all of them
+    with pytest.raises(ValueError, match="holds no validation faces"):
+        data.load_validation(tmp_path / "images.h5", tmp_path / "without.h5", 2)

@@ -25,7 +25,14 @@ from lowshot.data.sources import (
     decode_image,
     resolve_crop,
 )
-from lowshot.data.split import Split, SplitReport, choose_split, load_split, split_data
+from lowshot.data.split import (
+    Split,
+    SplitReport,
+    choose_split,
+    load_split,
+    load_validation,
+    split_data,
+)
 from lowshot.data.store import ExtractionReport, extract_images, load_ids, load_images, load_uint8
 
 __all__ = [
@@ -55,6 +62,7 @@ __all__ = [
     "load_images",
     "load_split",
     "load_uint8",
+    "load_validation",
     "resolve_crop",
     "split_data",
 ]

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -19,6 +19,9 @@ import numpy as np
 from lowshot.data.sources import DataError, PathLike
 from lowshot.io import read_h5, write_h5
 from lowshot.seeds import derive_seed
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -342,3 +345,21 @@ def load_split(path: PathLike) -> Split:
         validation=np.asarray(datasets.get("validation", np.zeros(0)), np.int64).reshape(-1),
         validation_ids=[str(i) for i in datasets.get("validation_ids", [])],
     )
+
+
+def load_validation(
+    images_h5: PathLike, splits_h5: PathLike, count: int
+) -> tuple[torch.Tensor, list[str]]:
+    """The split's first ``count`` validation faces (all of them when it holds fewer):
+    float32 (N, 3, 64, 64) in [-1, 1] and their ids. For choices made on faces that are
+    never trained on nor tested (the benchmarks). Raises ValueError when the split holds
+    no validation faces."""
+    from lowshot.data.store import load_images  # store imports torch lazily too
+
+    split = load_split(splits_h5)
+    if split.validation.size == 0:
+        raise ValueError(
+            f"{splits_h5} holds no validation faces: write a split with "
+            "split.n_validation > 0 (lowshot.data.split_data(..., n_validation=...))"
+        )
+    return load_images(images_h5, split.validation[:count]), split.validation_ids[:count]
