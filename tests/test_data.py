@@ -650,3 +650,8 @@ def test_load_validation_gives_the_first_validation_faces_or_says_there_are_none
     assert names == ["000003.jpg", "000001.jpg"]  # fewer than asked: all of them
     with pytest.raises(ValueError, match="holds no validation faces"):
         data.load_validation(tmp_path / "images.h5", tmp_path / "without.h5", 2)
+
+
+def test_the_resampling_filter_is_pils_lanczos() -> None:
+    """lowshot.data keeps PIL's filter as a number, so that importing it imports no PIL."""
+    assert data.RESAMPLE == Image.Resampling.LANCZOS

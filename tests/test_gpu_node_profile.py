@@ -241,12 +241,3 @@ def test_a_recover_job_imports_nothing_that_only_other_jobs_need() -> None:
         if name.split(".")[0] in NOT_FOR_RECOVERY or name.startswith("lowshot.training")
     ]
     assert not loaded, loaded
-
-
-def test_the_resampling_filter_is_pils_lanczos() -> None:
-    """lowshot.data keeps PIL's filter as a number, so that importing it imports no PIL."""
-    from PIL import Image
-
-    from lowshot import data
-
-    assert data.RESAMPLE == Image.Resampling.LANCZOS
