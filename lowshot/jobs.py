@@ -8,7 +8,6 @@ run and tested without Snakemake.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -33,33 +32,16 @@ from lowshot.io import (
     save_lowshot,
     write_recovery,
 )
-from lowshot.methods.learned_reg import fit_settings
 from lowshot.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 
-class _OnFirstUse:
-    """A module imported when one of its attributes is first used, not with this one.
-
-    Every rule script imports this module, and most jobs are recoveries, which never
-    train: ``lowshot.training`` (and what it imports) is loaded by the training jobs only.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(importlib.import_module(self._name), attribute)
-
-
+# Every rule script imports this module and most jobs are recoveries, which never train:
+# the training jobs import ``lowshot.training`` (and what it imports) themselves.
 if TYPE_CHECKING:
     from lowshot import training
-    from lowshot.training import learned_reg as training_learned_reg
-else:
-    training = _OnFirstUse("lowshot.training")
-    training_learned_reg = _OnFirstUse("lowshot.training.learned_reg")
 
 
 @dataclass(frozen=True)
@@ -92,6 +74,8 @@ def _training_run(
     checkpoint: PathLike,
     options: Mapping[str, Any],
 ) -> training.TrainingRun:
+    from lowshot import training
+
     """A training job's run: the runtime's values with the job's own derived ``seed``."""
     return training.TrainingRun(
         latent_dim=runtime.latent_dim,
@@ -128,6 +112,8 @@ def train_gan_job(
     ``validation_out`` after every point (the whole curve so far, atomically) and at the
     end; with 0 nothing is written there.
     """
+    from lowshot import training
+
     settings = training.with_validation_defaults(settings)
     validate = settings["validate_every"] > 0
     if validate and validation_out is None:
@@ -182,6 +168,8 @@ def pretrain_lowshot_job(
     (``training.lowshot_settings``, which the model file's attributes record).
     ``options`` go to the ``training.TrainingRun`` as they are (``width``, ``progress``).
     """
+    from lowshot import training
+
     settings = training.lowshot_settings(settings)
     torch_device = prepare_device(runtime.device, runtime.threads)
     split = data.load_split(splits_h5)
@@ -356,6 +344,10 @@ def fit_learned_reg_job(
     (``methods.learned_reg.fit_settings``, which the file's attributes record).
     ``options`` go to the ``training.TrainingRun`` as they are (``width``, ``progress``).
     """
+    from lowshot import training
+    from lowshot.methods.learned_reg import fit_settings
+    from lowshot.training.learned_reg import fit_learned_reg
+
     settings = fit_settings(settings)
     subset = data.load_split(splits_h5).shots.get(shots)
     if subset is None:
@@ -363,7 +355,7 @@ def fit_learned_reg_job(
     torch_device = prepare_device(runtime.device, runtime.threads)
     # One seed for every S: example i gets the same fit in every (nested) subset.
     job_seed = derive_seed(runtime.seed, "fit_learned_reg")
-    result = training_learned_reg.fit_learned_reg(
+    result = fit_learned_reg(
         data.load_images(images_h5, subset),
         settings,
         _training_run(runtime, torch_device, job_seed, None, options),
