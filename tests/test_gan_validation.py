@@ -1,10 +1,13 @@
 """The WGAN-GP generator's validation curve (gan.validate_every, lowshot/training/validation.py):
 the curve's steps and finite PSNRs, nothing written and training unchanged when it is off
 or on, the curve continued by a resumed run, early stopping (gan.patience) that a resumed
-run keeps, and the config and rule plumbing."""
+run keeps, the best point's generator saved with patience on (also after a resume, and
+when training reaches the end) and the last step's with it off, and the config and rule
+plumbing."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 from pathlib import Path
@@ -22,6 +25,7 @@ from lowshot.training import (
     GAN_VALIDATION_KEYS,
     TrainingRun,
     gan_rule_settings,
+    loop,
     train_wgan_gp,
     with_validation_defaults,
 )
@@ -202,6 +206,141 @@ def test_patience_stops_early_and_a_resumed_stop_stays_stopped(
     assert again.stopped_early and again.start_step == 4 and again.step == 4
     assert again.validation == result.validation
     assert_same_state(again.generator, result.generator)
+
+
+def script_scores(monkeypatch, scores: dict[int, float]) -> dict[int, dict[str, torch.Tensor]]:
+    """Make each validation point score ``scores[step]``; returns, by step, the state of
+    the generator that point scores (a calibrated copy, as ``GanValidation`` makes)."""
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def scripted(self, generator, calibration, step):
+        model = copy.deepcopy(generator)
+        loop.calibrate_batch_norm(model, calibration)
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"step": step, "psnr": scores[step], "psnr_std": 0.0, "diverged": 0}
+
+    monkeypatch.setattr(gan_validation.GanValidation, "__call__", scripted)
+    return snapshots
+
+
+def assert_state_is(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+    state = model.state_dict()
+    assert state.keys() == snapshot.keys()
+    for key in state:
+        assert torch.equal(state[key], snapshot[key]), key
+
+
+def states_differ(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(a[key], b[key]) for key in a)
+
+
+def test_patience_saves_the_best_points_generator(faces, tmp_path, monkeypatch) -> None:
+    snapshots = script_scores(monkeypatch, {1: 10.0, 2: 12.0, 3: 11.0, 4: 11.0})
+    settings = gan_config(validate_every=1, iterations=8, checkpoint_every=3, patience=2)
+    checkpoint = tmp_path / "gan.pt"
+    result = train_wgan_gp(
+        faces[:6], settings, run_of(checkpoint_path=checkpoint), validation_images=faces[6:]
+    )
+    # Best at step 2; steps 3 and 4 do not beat it: stop after step 4, save step 2's.
+    assert result.stopped_early and result.step == 4 and result.saved_step == 2
+    assert states_differ(snapshots[2], snapshots[4])
+    assert_state_is(result.generator, snapshots[2])
+    assert [row["saved"] for row in result.validation] == [0, 1, 0, 0]
+    assert [row["psnr"] for row in result.validation] == [10.0, 12.0, 11.0, 11.0]
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["best"]["step"] == 2
+    # The stopped run's checkpoint gives the same generator back.
+    again = train_wgan_gp(
+        faces[:6], settings, run_of(checkpoint_path=checkpoint), validation_images=faces[6:]
+    )
+    assert again.start_step == 4 and again.saved_step == 2
+    assert_state_is(again.generator, snapshots[2])
+
+
+def test_a_resumed_run_keeps_the_best_generator(faces, tmp_path, monkeypatch) -> None:
+    snapshots = script_scores(monkeypatch, {1: 10.0, 2: 12.0, 3: 11.0, 4: 11.0})
+    settings = gan_config(validate_every=1, iterations=8, checkpoint_every=3, patience=2)
+    reference = train_wgan_gp(faces[:6], settings, run_of(), validation_images=faces[6:])
+    best = snapshots[2]
+    checkpoint = tmp_path / "gan.pt"
+    killed = train_wgan_gp(
+        faces[:6],
+        settings,
+        run_of(checkpoint_path=checkpoint, stop_after=3),
+        validation_images=faces[6:],
+    )
+    # Killed after step 3: not finished, the generator is step 3's, no "saved" yet.
+    assert not killed.finished and killed.saved_step == 3
+    assert all("saved" not in row for row in killed.validation)
+    assert torch.load(checkpoint, weights_only=True)["best"]["step"] == 2
+    snapshots.clear()
+    resumed = train_wgan_gp(
+        faces[:6], settings, run_of(checkpoint_path=checkpoint), validation_images=faces[6:]
+    )
+    # Resumed at step 3 (its checkpoint holds step 2's generator): only step 4 is scored.
+    assert resumed.start_step == 3 and sorted(snapshots) == [4]
+    assert resumed.stopped_early and resumed.step == 4 and resumed.saved_step == 2
+    assert_state_is(resumed.generator, best)
+    assert_same_state(resumed.generator, reference.generator)
+    assert resumed.validation == reference.validation
+
+
+def test_reaching_the_end_saves_the_best_and_patience_0_the_last(
+    faces, tmp_path, monkeypatch
+) -> None:
+    snapshots = script_scores(monkeypatch, {1: 10.0, 2: 12.0, 3: 11.0, 4: 11.5})
+    on = train_wgan_gp(
+        faces[:6],
+        gan_config(validate_every=1, iterations=4, patience=3),
+        run_of(),
+        validation_images=faces[6:],
+    )
+    assert on.finished and not on.stopped_early and on.saved_step == 2
+    assert_state_is(on.generator, snapshots[2])
+    assert [row["saved"] for row in on.validation] == [0, 1, 0, 0]
+
+    # patience 0: the curve is only a record; the last step's generator, bit for bit
+    # that of a run without the curve, and the checkpoint holds no best generator.
+    checkpoint = tmp_path / "off.pt"
+    off = train_wgan_gp(
+        faces[:6],
+        gan_config(validate_every=1, iterations=4, patience=0),
+        run_of(checkpoint_path=checkpoint),
+        validation_images=faces[6:],
+    )
+    assert off.finished and off.saved_step == 4
+    assert_state_is(off.generator, snapshots[4])
+    assert states_differ(snapshots[2], snapshots[4])
+    assert all(list(row) == list(gan_validation.COLUMNS) for row in off.validation)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert "best" not in saved and "keeps" not in saved["settings"]["validation"]
+    plain = train_wgan_gp(faces[:6], gan_config(validate_every=0, iterations=4), run_of())
+    assert_same_state(off.generator, plain.generator)
+    assert plain.saved_step == 4
+
+
+def test_no_finite_point_saves_the_last_step(faces, monkeypatch) -> None:
+    snapshots = script_scores(monkeypatch, {1: math.nan, 2: math.nan})
+    result = train_wgan_gp(
+        faces[:6],
+        gan_config(validate_every=1, iterations=4, patience=2),
+        run_of(),
+        validation_images=faces[6:],
+    )
+    assert result.stopped_early and result.step == 2 and result.saved_step == 2
+    assert_state_is(result.generator, snapshots[2])
+    assert [row["saved"] for row in result.validation] == [0, 1]
+
+
+def test_the_job_saves_the_best_generator_and_marks_it(store, tmp_path, monkeypatch) -> None:
+    snapshots = script_scores(monkeypatch, {2: 12.0, 4: 11.0, 5: 11.0})
+    paths = train_job(store, tmp_path / "best", gan_config(validate_every=2, patience=2))
+    curve = read_curve(paths["validation_out"])
+    # The curve's columns, then "saved": the point whose generator generator.h5 holds.
+    assert list(curve[0]) == [*gan_validation.COLUMNS, "saved"]
+    assert [(row["step"], row["saved"]) for row in curve] == [(2, 1), (4, 0), (5, 0)]
+    assert_state_is(load_gan(paths["generator_out"]), snapshots[2])
+    assert states_differ(snapshots[2], snapshots[5])
 
 
 def test_stale_counts_points_since_the_best() -> None:

@@ -53,8 +53,15 @@ scores the generator every that many steps and at the last one: CSGM's mean PSNR
 copy, so the training is bit for bit the same as without it. The curve is checkpointed
 with the networks and a resumed run continues it; ``gan.patience`` > 0 ends training
 early once that many points in a row have not beaten the best (the checkpoint records
-the stop, so a resumed run does not train on). Off (0) by default: nothing runs, and
-checkpoints and results are those of before.
+the stop, so a resumed run does not train on), and the generator returned (and saved by
+the job, and used by recovery) is then the best point's, not the last step's, whether the
+run stopped early or reached ``iterations``: a CPU copy of its state (parameters and BN
+buffers) is kept at each new best and checkpointed (key ``"best"``), so a resumed run
+keeps it; ``GanResult.saved_step`` and the curve's extra column ``saved`` (1 on that
+point) say which step it is, and the log says so too. With ``patience`` 0 the curve is
+only a record and the last step's generator is returned, bit for bit as without it.
+Off (``validate_every`` 0) by default: nothing runs, and checkpoints and results are
+those of before.
 
 Batch norm after training
 -------------------------

@@ -7,9 +7,15 @@ faces (never trained on, never test faces) with the current generator, so that t
 iteration count can be chosen by evidence (where the curve stops rising), and
 ``gan.patience`` can end training there.
 
+With ``gan.patience`` > 0 the training keeps (``BestGenerator``, on the CPU, checkpointed)
+the generator of the curve's best point, and that generator, not the last step's, is the
+one it returns, whether ``patience`` ended the run or it reached ``gan.iterations``: the
+saved generator is the one the curve's best point scored. With ``patience`` 0 the curve is
+only a record: the last step's generator is returned, as without the curve.
+
 One point of the curve: a copy of the generator with its BN statistics calibrated
 exactly as at the end of training (the same ``gan.calibration_samples`` codes, so the
-point at the last step scores the generator the job saves), then ``recover("csgm", ...)``
+generator the job saves is exactly the one its point scored), then ``recover("csgm", ...)``
 on ``VALIDATION_PROBLEM`` with the csgm method's default settings except ``steps`` =
 ``gan.validation_steps`` and ``VALIDATION_RESTARTS`` restart (cheaper than the recovery's
 two; every point uses the same starts, so points are paired). The operator and the
@@ -72,6 +78,34 @@ class ValidationCurve:
         best = self.best()
         since = len(self.rows) if best is None else len(self.rows) - 1 - best
         return since >= patience
+
+
+class BestGenerator:
+    """The generator of the curve's best point so far (``ValidationCurve.best``): its
+    state (parameters and BN buffers, as in training: not calibrated) copied to the CPU,
+    and its step (None: no finite point yet). Checkpointed with the networks
+    (``state_dict``/``load_state_dict``), so a resumed run keeps it. Kept only with
+    ``gan.patience`` > 0."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.state: dict[str, torch.Tensor] = {}
+
+    def keep(self, generator: Generator, step: int) -> None:
+        """Copy ``generator``'s state (to the CPU) as the best one, from ``step``."""
+        self.step = int(step)
+        self.state = {
+            name: value.detach().to("cpu", copy=True)
+            for name, value in generator.state_dict().items()
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": -1 if self.step is None else self.step, "generator": dict(self.state)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        step = int(state["step"])
+        self.step = None if step < 0 else step
+        self.state = {name: value.clone() for name, value in state["generator"].items()}
 
 
 class GanValidation:

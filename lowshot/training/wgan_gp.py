@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from lowshot.training.settings import gan_settings
 GAN_CALIBRATION_BATCH = 256
 STAGE = "wgan-gp"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class GanResult:
@@ -32,7 +35,10 @@ class GanResult:
     started from (0, or the checkpoint's step when resumed); ``step``: the last step done.
     ``validation``: the validation curve's rows (``lowshot.training.validation``; empty
     when ``validate_every`` is 0); ``stopped_early``: whether its ``patience`` ended the
-    run before ``iterations``.
+    run before ``iterations``. ``saved_step``: the step whose generator ``generator`` is:
+    ``step``, except for a finished run with ``patience`` > 0, where it is the best
+    validation point's step (and the curve's rows then carry ``saved``: 1 on that point,
+    0 elsewhere). ``critic`` is always the last step's.
     """
 
     generator: Generator
@@ -43,6 +49,7 @@ class GanResult:
     finished: bool
     validation: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+    saved_step: int | None = None
 
 
 @dataclass
@@ -197,14 +204,20 @@ def train_wgan_gp(
     PSNR joins the curve (``GanResult.validation``; checkpointed, so a resumed run
     continues it). ``on_validation(rows)`` is called with the whole curve after each
     point (the job writes its CSV). ``patience`` > 0 ends training once that many
-    points in a row have not beaten the best one. With ``validate_every`` 0 nothing of
-    this runs and ``validation_images`` is not needed.
+    points in a row have not beaten the best one, and makes the returned generator the
+    best point's (kept on the CPU and checkpointed, so a resumed run keeps it), whether
+    training stopped early or reached ``iterations``; its step is ``saved_step``, marked
+    in the curve's ``saved`` column (the last step's generator when no point has a finite
+    PSNR). With ``patience`` 0 the curve is only a record: the last step's generator is
+    returned, bit for bit as without the curve. With ``validate_every`` 0 nothing of this
+    runs and ``validation_images`` is not needed.
     """
     trainer = build_wgan_gp(images, settings, run)
     config, identity = trainer.config, trainer.identity
     state = trainer.state
     after_step = None
     curve: validation.ValidationCurve | None = None
+    best: validation.BestGenerator | None = None
     if config["validate_every"] > 0:
         if validation_images is None:
             raise ValueError(
@@ -215,6 +228,12 @@ def train_wgan_gp(
         curve = validation.ValidationCurve()
         identity = {**identity, "validation": check.identity}
         state = {**state, "validation": curve}
+        if config["patience"] > 0:
+            # The best point's generator joins the checkpoint; "keeps" in the identity
+            # turns away checkpoints of before it did (no best generator to resume).
+            best = validation.BestGenerator()
+            identity = {**identity, "validation": {**check.identity, "keeps": "best"}}
+            state = {**state, "best": best}
 
         def after_step(step: int) -> bool:
             assert curve is not None
@@ -222,6 +241,8 @@ def train_wgan_gp(
                 return False
             codes = calibration_codes(run.seed, run.latent_dim, config["calibration_samples"])
             curve.rows.append(check(trainer.generator, codes, step))
+            if best is not None and curve.best() == len(curve.rows) - 1:
+                best.keep(trainer.generator, step)
             if on_validation is not None:
                 on_validation(list(curve.rows))
             return curve.stale(config["patience"])
@@ -235,7 +256,21 @@ def train_wgan_gp(
         desc=STAGE,
         after_step=after_step,
     )
-    generator = trainer.generator
+    generator, saved_step = trainer.generator, outcome.step
+    rows = [] if curve is None else list(curve.rows)
+    if outcome.finished and best is not None:
+        if best.step is not None and best.step != outcome.step:
+            generator.load_state_dict(best.state)
+            saved_step = best.step
+        which = "no finite point" if best.step is None else "the best validation point"
+        log.info(
+            "%s: the saved generator is step %d's (%s; last step %d)",
+            STAGE,
+            saved_step,
+            which,
+            outcome.step,
+        )
+        rows = [{**row, "saved": int(row["step"] == saved_step)} for row in rows]
     if outcome.finished:
         codes = calibration_codes(run.seed, run.latent_dim, config["calibration_samples"])
         loop.calibrate_batch_norm(generator, codes)
@@ -246,6 +281,7 @@ def train_wgan_gp(
         outcome.start_step,
         outcome.step,
         outcome.finished,
-        validation=[] if curve is None else list(curve.rows),
+        validation=rows,
         stopped_early=outcome.stopped_early,
+        saved_step=saved_step,
     )
