@@ -21,6 +21,10 @@ image-step rate), the peak memory of each run (CUDA: ``max_memory_allocated``; C
 process's peak resident set during the run, VmHWM reset through /proc/self/clear_refs
 where Linux allows it, else the process's peak so far, marked "(process)"), and for the
 joint stage the largest difference between the batched and the looped final images.
+``--cuda-graphs`` adds, on CUDA, the batched runs with every step after the first three
+replayed as one CUDA graph (``cuda_graphs=True`` of the engine: path ``graphs`` for
+z-only, ``<path>+graphs`` for joint, the first ``--joint-path``) and their largest
+difference from the same batched run without graphs; on CPU it says it was skipped.
 ``--bf16-psnr`` adds, on CUDA, the PSNR of fp32 and bf16-autocast recoveries of the same
 images (z-only and joint, ``--psnr-steps`` steps); on CPU it says it was skipped. The last
 line is one JSON object: ``device``, ``zonly_speedup`` and ``joint_speedup`` (first batch
@@ -28,6 +32,7 @@ size, first joint path), and every figure under ``runs``.
 
     .venv/bin/python benchmarks/recovery.py --images 8 --threads 2 --steps 5 --repeats 5
     .venv/bin/python benchmarks/recovery.py --images 8 50 500 --joint-path gemm vmap --bf16-psnr
+    python benchmarks/recovery.py --images 50 500 --joint-path gemm vmap --cuda-graphs
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--bf16-psnr", action="store_true", help="CUDA: PSNR of bf16 against fp32 recoveries"
+    )
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="CUDA: also time the steps as CUDA graphs"
     )
     parser.add_argument("--psnr-steps", type=int, default=100, help="steps of the PSNR runs")
     return parser.parse_args(argv)
@@ -242,8 +250,14 @@ def benchmark(
                 **quiet,
             )  # fmt: skip
 
-    def zonly_batch() -> None:
-        optimise_latent(generator, operator, y, z0, steps=steps, lr=LR["zonly"], **quiet)
+    def zonly_batch(cuda_graphs: bool = False) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            return optimise_latent(
+                generator, operator, y, z0, steps=steps, lr=LR["zonly"],
+                cuda_graphs=cuda_graphs, **quiet,
+            ).images  # fmt: skip
+
+        return run
 
     def joint_loop() -> torch.Tensor:
         return torch.cat(
@@ -253,23 +267,28 @@ def benchmark(
             ]
         )
 
-    def joint_batch(path: str) -> Callable[[], torch.Tensor]:
+    def joint_batch(path: str, cuda_graphs: bool = False) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
             with joint_variant(path) as engine_path:
                 params = stack_parameters(generator, n)
                 return optimise_joint(
                     generator, params, operator, y, z0, steps=steps, theta_lr=LR["joint"],
-                    z_lr=LR["joint"], path=engine_path, **quiet,
+                    z_lr=LR["joint"], path=engine_path, cuda_graphs=cuda_graphs, **quiet,
                 ).images  # fmt: skip
 
         return run
 
+    graphs = args.cuda_graphs and device.type == "cuda"
+    first_path = args.joint_path[0]
     runs: dict[str, tuple[Callable[[], Any], int]] = {
         "zonly_loop": (zonly_loop, looped),
-        "zonly_batch": (zonly_batch, n),
+        "zonly_batch": (zonly_batch(), n),
         "joint_loop": (joint_loop, looped),
         **{f"joint_batch_{path}": (joint_batch(path), n) for path in args.joint_path},
     }
+    if graphs:
+        runs["zonly_batch_graphs"] = (zonly_batch(cuda_graphs=True), n)
+        runs[f"joint_batch_{first_path}+graphs"] = (joint_batch(first_path, True), n)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     peaks: dict[str, float] = {}
     exact: dict[str, bool] = {}
@@ -291,7 +310,11 @@ def benchmark(
         for stage in ("zonly", "joint")
     }
     rows = []
-    for stage, paths in (("zonly", ["-"]), ("joint", args.joint_path)):
+    variants = {"zonly": ["-"], "joint": list(args.joint_path)}
+    if graphs:
+        variants["zonly"].append("graphs")
+        variants["joint"].append(f"{first_path}+graphs")
+    for stage, paths in variants.items():
         for path in paths:
             loop, batch = f"{stage}_loop", f"{stage}_batch" + ("" if path == "-" else f"_{path}")
             row = {
@@ -314,6 +337,10 @@ def benchmark(
             if stage == "joint":
                 diff = (outputs[batch][:looped] - outputs[loop]).abs().max()
                 row["max_abs_diff_vs_loop"] = float(diff)
+            if path.endswith("graphs"):
+                eager = batch.removesuffix("_graphs").removesuffix("+graphs")
+                diff = (outputs[batch] - outputs[eager]).abs().max()
+                row["max_abs_diff_vs_eager"] = float(diff)
             rows.append(row)
     return rows
 
@@ -366,6 +393,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "joint_path": args.joint_path[0],
         "runs": rows,
     }
+    if args.cuda_graphs and device.type != "cuda":
+        print("CUDA graphs: skipped (they need CUDA; this is the CPU)")
+    for row in rows:
+        if "max_abs_diff_vs_eager" in row:
+            print(
+                f"CUDA graphs, {row['stage']} {row['images']} images: largest |difference| from"
+                f" the same run without graphs {row['max_abs_diff_vs_eager']:.1e}"
+            )
     if args.bf16_psnr:
         if device.type == "cuda":
             n = args.images[0]

@@ -42,10 +42,11 @@ def prepare_device(name: str = "auto", threads: int | None = None) -> torch.devi
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, precision: str = "fp32") -> Iterator[None]:
-    """bf16 autocast on CUDA when ``precision == 'bf16'``; plain fp32 otherwise."""
+def autocast(device: torch.device, precision: str = "fp32", cache: bool = True) -> Iterator[None]:
+    """bf16 autocast on CUDA when ``precision == 'bf16'``; plain fp32 otherwise.
+    ``cache``: autocast's cache of cast weights (off inside a CUDA-graph capture)."""
     if precision == "bf16" and device.type == "cuda":
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=cache):
             yield
     else:
         yield
@@ -66,3 +67,14 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def log_peak_reserved(device: torch.device) -> None:
+    """On CUDA, log the peak memory torch's caching allocator reserved from the card (MiB).
+
+    Logged beside "peak memory" (the allocated peak): reserved is what the process held
+    on the card, its CUDA context aside, so it is the figure to size ``gpu_mem_mb`` by.
+    ``lowshot.reference`` reads both lines. Nothing on the CPU.
+    """
+    if device.type == "cuda":
+        log.info("peak reserved memory: %.0f MiB", torch.cuda.max_memory_reserved(device) / 2**20)

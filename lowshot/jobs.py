@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lowshot import data, images, methods, metrics, problems
-from lowshot.devices import peak_memory_mb, prepare_device
+from lowshot.devices import log_peak_reserved, peak_memory_mb, prepare_device
 from lowshot.io import (
     atomic_path,
     load_gan,
@@ -47,9 +47,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Runtime:
     """What every torch job shares: the config's ``seed``, ``device``, ``precision`` and
-    ``model.latent_dim``, and the job's CPU ``threads`` (None: torch's default).
+    ``model.latent_dim``, the job's CPU ``threads`` (None: torch's default) and the
+    config's ``cuda_graphs`` (recovery steps as CUDA graphs; False, as in the schema).
 
-    The rules pass the first four as one ``runtime`` param (``RUNTIME`` in
+    The rules pass all but ``threads`` as one ``runtime`` param (``RUNTIME`` in
     ``rules/common.smk``); the scripts add ``snakemake.threads``.
     """
 
@@ -58,6 +59,7 @@ class Runtime:
     precision: str
     latent_dim: int
     threads: int | None = None
+    cuda_graphs: bool = False
 
 
 def _write_png(image: np.ndarray, path: PathLike) -> None:
@@ -146,6 +148,7 @@ def train_gan_job(
     grid = training.sample_grid(result.generator, 64, derive_seed(runtime.seed, "samples"))
     _write_png(grid, samples_out)
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
+    log_peak_reserved(torch_device)
     Path(checkpoint).unlink(missing_ok=True)
 
 
@@ -184,6 +187,7 @@ def pretrain_lowshot_job(
     save_lowshot(model_out, result, attrs)
     training.write_log_csv(losses_out, result.log)
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
+    log_peak_reserved(torch_device)
     Path(checkpoint).unlink(missing_ok=True)
 
 
@@ -278,6 +282,7 @@ def recover_job(
         latent_dim=runtime.latent_dim,
         device=torch_device,
         precision=runtime.precision,
+        cuda_graphs=runtime.cuda_graphs,
     )
     seconds = time.perf_counter() - started
     recovered = result.images.detach().float().cpu()
@@ -309,6 +314,7 @@ def recover_job(
         "measurements": operator.m,
         "device": str(torch_device),
         "precision": runtime.precision,
+        "cuda_graphs": runtime.cuda_graphs and torch_device.type == "cuda",
         "positions": list(positions),
     }
     write_recovery(output, fields, attrs)
@@ -323,6 +329,7 @@ def recover_job(
         seconds,
         peak_memory_mb(torch_device),
     )
+    log_peak_reserved(torch_device)
 
 
 def fit_learned_reg_job(
@@ -363,6 +370,7 @@ def fit_learned_reg_job(
     save_learned_reg(stats_out, result.stats, {"seed": job_seed, **_flat(settings)})
     training.write_log_csv(fits_out, result.log)
     log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
+    log_peak_reserved(torch_device)
 
 
 def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:

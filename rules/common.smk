@@ -25,6 +25,7 @@ RUNTIME = {
     "seed": config["seed"],
     "device": config["device"],
     "precision": config["precision"],
+    "cuda_graphs": config["cuda_graphs"],
     "latent_dim": config["model"]["latent_dim"],
 }
 

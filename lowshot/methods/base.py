@@ -55,7 +55,8 @@ class RecoveryTask:
     device; seeds: one per image; settings: resolved (defaults filled in); model: what the
     method's ``model`` names, loaded (or None); latent_dim: size of z when no model fixes
     it; precision: "fp32" or "bf16"; progress: show progress bars; start: the result of
-    the ``starts_from`` method for the same images (or None).
+    the ``starts_from`` method for the same images (or None); cuda_graphs: the engine's
+    steps as CUDA graphs (on CUDA).
     """
 
     operator: Operator
@@ -67,11 +68,16 @@ class RecoveryTask:
     precision: str
     progress: bool
     start: RecoveryResult | None = None
+    cuda_graphs: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
         """The engine's keyword options (``optimise_latent``/``optimise_joint``)."""
-        return {"precision": self.precision, "progress": self.progress}
+        return {
+            "precision": self.precision,
+            "cuda_graphs": self.cuda_graphs,
+            "progress": self.progress,
+        }
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,7 @@ def recover(
     latent_dim: int = 128,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    cuda_graphs: bool = False,
     progress: bool = True,
     max_batch: int | None = None,
     start: RecoveryResult | None = None,
@@ -186,6 +193,8 @@ def recover(
         ``load_lowshot``); the untrained network takes an optional template generator.
     latent_dim: size of z when no model fixes it.
     precision: "fp32", or "bf16" autocast of the generator on CUDA (losses stay fp32).
+    cuda_graphs: on CUDA, each optimisation step after the first few replays one
+        captured CUDA graph (``lowshot.methods.engine.Stage``); ignored on the CPU.
     max_batch: recover at most this many images at once (memory); None: all at once.
         The result does not depend on it.
     start: the result of the method's ``starts_from`` method on the same N images.
@@ -226,6 +235,7 @@ def recover(
                     latent_dim=latent_dim,
                     device=device,
                     precision=precision,
+                    cuda_graphs=cuda_graphs,
                     progress=progress,
                     start=None if start is None else start.select(slice(first, first + max_batch)),
                 )
@@ -233,7 +243,9 @@ def recover(
             ]
         )
     stage = cls.run(
-        RecoveryTask(operator, y, seeds, resolved, model, latent_dim, precision, progress, start)
+        RecoveryTask(
+            operator, y, seeds, resolved, model, latent_dim, precision, progress, start, cuda_graphs
+        )
     )
     result = RecoveryResult(
         images=stage.images.detach().cpu(),

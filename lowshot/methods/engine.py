@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,6 +264,7 @@ def optimise_latent(
     lr: float,
     previous: StageResult | None = None,
     precision: str = "fp32",
+    cuda_graphs: bool = False,
     progress: bool = True,
     desc: str = "z",
 ) -> StageResult:
@@ -272,6 +273,7 @@ def optimise_latent(
     generator: on y's device, in the norm mode wanted ("stored" or "per_image"); its
     parameters are read, never changed. y (N, m); z0 (N, latent) initial codes.
     ``previous`` chains stages: its diverged images stay frozen, its records carry over.
+    ``cuda_graphs``: on CUDA, replay each step as one captured CUDA graph (``Stage``).
     """
     frozen = {
         name: tensor.detach() for name, tensor in generator.state_dict(keep_vars=True).items()
@@ -281,7 +283,7 @@ def optimise_latent(
     def render() -> torch.Tensor:
         return functional_call(generator, frozen, (z,))
 
-    stage = Stage(operator, y, steps, previous, precision, progress, desc)
+    stage = Stage(operator, y, steps, previous, precision, progress, desc, cuda_graphs=cuda_graphs)
     return _optimise(render, [{"params": [z], "lr": lr}], z, stage)
 
 
@@ -301,6 +303,7 @@ def optimise_joint(
     penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
     previous: StageResult | None = None,
     precision: str = "fp32",
+    cuda_graphs: bool = False,
     progress: bool = True,
     desc: str = "joint",
     path: str = "auto",
@@ -319,6 +322,7 @@ def optimise_joint(
     the window's choice stay the measurement loss, which needs no true image; a
     non-finite penalty counts as a divergence of its image. ``path``: how the N networks
     are evaluated (``per_image_forward``; "auto" unless comparing the paths).
+    ``cuda_graphs``: as in ``optimise_latent``.
     """
     z = z0.detach().clone().to(y.device).requires_grad_(z_lr is not None)
     # _optimise sets the gradients to None before every backward.
@@ -330,7 +334,7 @@ def optimise_joint(
     groups = [{"params": list(params.values()), "lr": theta_lr}]
     if z_lr is not None:
         groups.append({"params": [z], "lr": z_lr})
-    stage = Stage(operator, y, steps, previous, precision, progress, desc, window)
+    stage = Stage(operator, y, steps, previous, precision, progress, desc, window, cuda_graphs)
     regulariser = None if penalty is None else lambda: penalty(params)
     return _optimise(
         render, groups, z, stage, optimiser=optimiser, momentum=momentum, penalty=regulariser
@@ -339,9 +343,15 @@ def optimise_joint(
 
 @dataclass(frozen=True)
 class Stage:
-    """What an optimisation stage minimises and how it reports: 0.5 ||A x - y||^2 per image
+    """What an optimisation stage minimises and how it runs: 0.5 ||A x - y||^2 per image
     over ``steps`` steps, chained to ``previous`` (or None), keeping per image the best
-    of the last ``window`` iterates."""
+    of the last ``window`` iterates.
+
+    ``cuda_graphs`` (CUDA only; ignored elsewhere): the first ``GRAPH_WARMUP`` steps run
+    as usual on a side stream, then one step (forward, loss, record, backward, optimiser
+    update) is captured as a CUDA graph and replayed for the others: one launch per step
+    instead of hundreds, the same arithmetic.
+    """
 
     operator: Operator
     y: torch.Tensor
@@ -351,10 +361,20 @@ class Stage:
     progress: bool
     desc: str
     window: int = 1
+    cuda_graphs: bool = False
+
+
+# Eager steps before a capture: CUDA graphs need the lazy initialisations (cuBLAS
+# workspaces, the optimiser's state, autograd's buffers) done outside the capture; torch's
+# CUDA-graph notes warm up with 3 iterations on a side stream.
+GRAPH_WARMUP = 3
 
 
 def make_optimiser(
-    groups: list[dict[str, Any]], optimiser: str = "adam", momentum: float = 0.0
+    groups: list[dict[str, Any]],
+    optimiser: str = "adam",
+    momentum: float = 0.0,
+    capturable: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (default betas) or RMSprop with ``momentum`` over the parameter ``groups``
     (each a dict with its ``params`` and its ``lr``).
@@ -362,14 +382,17 @@ def make_optimiser(
     Adam is torch's fused implementation where it exists for the parameters (torch >=
     2.4 on CPU, CUDA): the same update, one kernel per tensor instead of about six passes
     over memory (4x faster on the stacked theta of the joint stage; equal to the default
-    implementation up to float rounding)."""
+    implementation up to float rounding). ``capturable``: its state lives on the device
+    and ``step()`` may be captured in a CUDA graph."""
     if optimiser == "adam":
         try:  # Adam fills in each group's defaults: give it copies
-            return torch.optim.Adam([dict(group) for group in groups], fused=True)
+            return torch.optim.Adam(
+                [dict(group) for group in groups], fused=True, capturable=capturable
+            )
         except (RuntimeError, TypeError, ValueError):  # no fused kernel here: the default
-            return torch.optim.Adam(groups)
+            return torch.optim.Adam(groups, capturable=capturable)
     if optimiser == "rmsprop":
-        return torch.optim.RMSprop(groups, momentum=momentum)
+        return torch.optim.RMSprop(groups, momentum=momentum, capturable=capturable)
     raise ValueError(f"optimiser must be adam or rmsprop, not {optimiser!r}")
 
 
@@ -388,8 +411,10 @@ def _optimise(
     Evaluates steps + 1 iterates (the last one is only recorded). Per image the record is
     the last finite iterate before the window, then the lowest-loss finite iterate of the
     window; ``iterations`` counts the steps that led to the recorded iterate. A stage of
-    0 steps chained to a previous one returns it unchanged. No host-device
-    synchronisation per step, except for the progress bar's occasional loss.
+    0 steps chained to a previous one returns it unchanged. A step is device work only
+    (the step count is a device tensor, the record is updated in place), so that it can
+    be captured as a CUDA graph; the host waits on the device only for the progress
+    bar's occasional loss.
     """
     y, steps = stage.y, stage.steps
     n = y.shape[0]
@@ -404,14 +429,25 @@ def _optimise(
             iterations=torch.zeros(n, dtype=torch.int64, device=device),
             diverged=torch.zeros(n, dtype=torch.bool, device=device),
         )
-    else:
-        record = copy.copy(stage.previous)
-    base = record.iterations
+    else:  # updated in place below: never write into the previous stage's result
+        previous = stage.previous
+        record = StageResult(
+            images=previous.images.clone(),
+            z=previous.z.clone(),
+            loss=previous.loss.clone(),
+            iterations=previous.iterations.clone(),
+            diverged=previous.diverged.clone(),
+        )
+    base = record.iterations.clone()
     window_start = max(0, steps + 1 - max(1, stage.window))
-    optimise = make_optimiser(groups, optimiser, momentum)
-    bar = tqdm(total=steps, desc=stage.desc, disable=not stage.progress, leave=False)
-    for step in range(steps + 1):
-        with autocast(device, stage.precision):
+    step = torch.zeros((), dtype=torch.int64, device=device)
+    graphs = stage.cuda_graphs and device.type == "cuda"
+    optimise = make_optimiser(groups, optimiser, momentum, capturable=graphs)
+
+    def evaluate() -> torch.Tensor:
+        """Record the current iterate; the objective of the images still alive, summed."""
+        # Without the autocast cache: a captured graph must not keep casts across replays.
+        with autocast(device, stage.precision, cache=not graphs):
             x = render()
         # The loss is always fp32: bf16 would round away the small residuals of late steps.
         x = x.float()
@@ -425,28 +461,64 @@ def _optimise(
             extra = penalty()
             finite = finite & torch.isfinite(extra)
             objective = loss + extra
-        diverged = record.diverged | ~finite
-        alive = ~diverged
-        keep = alive if step <= window_start else alive & (loss < record.loss)
-        record = StageResult(
-            images=torch.where(keep[:, None, None, None], x.detach(), record.images),
-            z=torch.where(keep[:, None], z.detach(), record.z),
-            loss=torch.where(keep, loss.detach(), record.loss),
-            iterations=torch.where(keep, base + step, record.iterations),
-            diverged=diverged,
-        )
-        if step == steps:
-            break
-        optimise.zero_grad(set_to_none=True)
+        record.diverged.logical_or_(~finite)
+        alive = ~record.diverged
+        keep = alive & ((step <= window_start) | (loss.detach() < record.loss))
+        record.images.copy_(torch.where(keep[:, None, None, None], x.detach(), record.images))
+        record.z.copy_(torch.where(keep[:, None], z.detach(), record.z))
+        record.loss.copy_(torch.where(keep, loss.detach(), record.loss))
+        record.iterations.copy_(torch.where(keep, base + step, record.iterations))
         # Diverged images contribute nothing; their own leaves may go NaN, which cannot
         # reach other images (separate computation paths, elementwise optimisers).
-        torch.where(alive, objective, torch.zeros_like(objective)).sum().backward()
+        return torch.where(alive, objective, torch.zeros_like(objective)).sum()
+
+    def take_step() -> None:
+        total = evaluate()
+        optimise.zero_grad(set_to_none=True)
+        total.backward()
         optimise.step()
+        step.add_(1)
+
+    bar = tqdm(total=steps, desc=stage.desc, disable=not stage.progress, leave=False)
+
+    def advance(done: int) -> None:
         bar.update()
-        if stage.progress and (step % _POSTFIX_EVERY == 0 or step == steps - 1):
+        if stage.progress and (done % _POSTFIX_EVERY == 1 or done == steps):
             bar.set_postfix(loss=f"{record.loss.nanmean().item():.4g}")
+
+    for done, run in enumerate(_step_runner(take_step, steps, device, graphs), start=1):
+        run()
+        advance(done)
+    with torch.no_grad():
+        evaluate()
     bar.close()
     return record
+
+
+def _step_runner(
+    take_step: Callable[[], None], steps: int, device: torch.device, graphs: bool
+) -> Iterator[Callable[[], None]]:
+    """``steps`` callables, each applying one step when called: ``take_step`` itself, or
+    with ``graphs``, ``GRAPH_WARMUP`` eager steps on a side stream and then the replays
+    of one captured ``take_step`` (the capture applies no step; each replay does)."""
+    if not graphs:
+        for _ in range(steps):
+            yield take_step
+        return
+    warmup = min(steps, GRAPH_WARMUP)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            yield take_step
+    torch.cuda.current_stream(device).wait_stream(side)
+    if steps == warmup:
+        return
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        take_step()
+    for _ in range(steps - warmup):
+        yield graph.replay
 
 
 def search_latent(
@@ -458,6 +530,7 @@ def search_latent(
     steps: int,
     lr: float,
     precision: str = "fp32",
+    cuda_graphs: bool = False,
     progress: bool = True,
     desc: str = "z search",
 ) -> StageResult:
@@ -473,6 +546,7 @@ def search_latent(
         steps=steps,
         lr=lr,
         precision=precision,
+        cuda_graphs=cuda_graphs,
         progress=progress,
         desc=f"{desc} ({restarts} restarts)",
     )
