@@ -26,7 +26,7 @@ import yaml
 from conftest import copy_workflow
 from PIL import Image
 
-from lowshot import data, plots, summary
+from lowshot import data, plots, reference, summary
 from lowshot.config import load_config, method_names, problem_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,6 +221,16 @@ def test_summary_command_prints_the_outputs_and_the_table(pipeline):
     assert str(workdir / "results" / "figures" / "figure1.png") in text
     assert "| 10-shot (MMD) |" in text and "| Untrained |" in text
     assert summary.main([str(workdir / "nowhere")]) == 1
+
+
+def test_a_reference_of_the_run_passes_its_check(pipeline, tmp_path):
+    workdir, _ = pipeline
+    out = tmp_path / "reference"
+    provenance = {"device": "cpu", "config": str(workdir / "pipeline.yaml")}
+    reference.write_reference(workdir / "results", out, provenance)
+    assert reference.check_reference(out) == []
+    stages = reference.stage_times(workdir / "results")
+    assert {"data", *TORCH_RULES, "report"} <= set(stages["stage"]), stages
 
 
 def test_second_run_has_nothing_to_do(pipeline):
