@@ -170,6 +170,16 @@ def describe_error(error: jsonschema.ValidationError) -> str:
             f"{key}: {error.message}; YAML reads a number without a decimal point before the "
             f"exponent as text: write {_as_yaml_float(error.instance)}"
         )
+    if (
+        error.validator == "type"
+        and error.validator_value == "boolean"
+        and isinstance(error.instance, str)
+        and error.instance.lower() in ("true", "false")
+    ):
+        return (
+            f"{key}: {error.message}; on the command line Snakemake's --config reads only "
+            f"True and False as booleans: write {key}={error.instance.capitalize()}"
+        )
     return f"{key}: {error.message}"
 
 

@@ -71,6 +71,14 @@ def test_every_error_at_once_one_line_each_with_a_yaml_hint() -> None:
     assert any(line.startswith("sede:") for line in lines)
 
 
+@pytest.mark.parametrize("text", ["true", "false"])
+def test_a_lowercase_boolean_from_the_command_line_says_how_to_write_it(text: str) -> None:
+    # ``--config cuda_graphs=true`` reaches the config as the string "true".
+    with pytest.raises(ConfigError, match=f"write cuda_graphs={text.capitalize()}$"):
+        validate_config({"cuda_graphs": text})
+    assert validate_config({"cuda_graphs": text == "true"})["cuda_graphs"] is (text == "true")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
