@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo test lint format clean-results
+.PHONY: setup demo test lint format clean-results wheelhouse gpudata
 
 setup: $(VENV)/.installed
 
@@ -39,3 +39,38 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 	$(BIN)/snakefmt Snakefile rules
+
+# Wheels for a machine that cannot reach a package index (an offline compute node, a
+# borrowed GPU machine): snakemake and its plugins, jsonschema, and all they need, at the
+# versions installed in $(VENV), built for CPython $(WHEEL_PYTHON) on x86-64 Linux.
+# WHEEL_EXCLUDE: what the target machine already has (its torch image); they are left out.
+# Install there: pip install --no-index --no-deps --target DIR $(WHEEL_DIR)/*.whl
+WHEEL_DIR ?= .whl
+WHEEL_PYTHON ?= 3.12
+WHEEL_PACKAGES ?= snakemake snakemake-executor-plugin-slurm jsonschema
+WHEEL_EXCLUDE ?= torch numpy pandas h5py matplotlib seaborn scipy pillow pyyaml tqdm
+# Left out as well, though snakemake lists it: pulp (16 MB, CBC solver binaries for six
+# platforms) serves only its ILP job scheduler, and without it snakemake warns and uses its
+# greedy scheduler (`--scheduler greedy` says so). Set WHEEL_OMIT= to carry it.
+WHEEL_OMIT ?= pulp
+WHEEL_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+	manylinux2014_x86_64 manylinux1_x86_64
+WHEEL_MAX_MIB ?= 20
+
+wheelhouse: setup
+	rm -rf $(WHEEL_DIR)
+	$(BIN)/python benchmarks/wheelhouse.py --dest $(WHEEL_DIR) --python-version $(WHEEL_PYTHON) \
+		$(addprefix --platform ,$(WHEEL_PLATFORMS)) --max-mib $(WHEEL_MAX_MIB) \
+		--exclude $(WHEEL_EXCLUDE) $(WHEEL_OMIT) -- $(WHEEL_PACKAGES)
+	@du -sh $(WHEEL_DIR)
+
+# The faces benchmarks/gpu_run.sh reads on a machine without ../shared (a borrowed GPU
+# machine gets only the repository and the folders its call carries): copies in $(GPU_DATA).
+CELEBA ?= ../shared/data/celeba
+GPU_DATA ?= .gpudata
+
+gpudata:
+	mkdir -p $(GPU_DATA)
+	install -m 644 $(CELEBA)/celeba-test-faces-64.zip $(CELEBA)/list_eval_partition.txt \
+		$(CELEBA)/identity_CelebA.txt $(GPU_DATA)/
+	@du -sh $(GPU_DATA)
