@@ -30,7 +30,9 @@
 #   GPU_RUN_DEVICE   cuda (default) or cpu: `--config device=...` and the benchmarks' --device
 #   GPU_RUN_QUICK    1: tiny benchmark sizes, to test this script on a CPU
 #   GPU_RUN_CORES    snakemake --cores (default: the profile's, all)
-#   GPU_RUN_RECOVERY_ARGS  more options for benchmarks/recovery.py, e.g. --cuda-graphs
+#   GPU_RUN_RECOVERY_ARGS  more options for benchmarks/recovery.py
+#   GPU_RUN_PARTS    which parts run: "bench grid" (default), "bench" (start-up, recovery
+#                    and training benchmarks only) or "grid" (the grid and its report only)
 #   TOTAL_BUDGET     seconds for the whole script (default 540, inside a 600 s command)
 #
 # Tested on a CPU, in a scratch worktree, against a wheelhouse for its Python:
@@ -59,6 +61,7 @@ PY=${GPU_RUN_PYTHON:-python3}
 CONFIG=${GPU_RUN_CONFIG:-config.yaml}
 DEVICE=${GPU_RUN_DEVICE:-cuda}
 QUICK=${GPU_RUN_QUICK:-0}
+PARTS=" ${GPU_RUN_PARTS:-bench grid} "
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -171,40 +174,42 @@ if [ "$QUICK" = 1 ]; then
         --window-steps 2)
 else
     STARTUP_ARGS=(--repeats 2)
-    RECOVERY_ARGS=(--images 50 500 --joint-path gemm vmap --bf16-psnr --repeats 3 --steps 5)
+    # --steps 10: CUDA graphs replay the steps after the first 3.
+    RECOVERY_ARGS=(--images 50 500 --joint-path gemm vmap --bf16-psnr --cuda-graphs --repeats 3
+        --steps 10)
     # The paper's sizes: width 64, GAN batch 64 with 5 critic steps (config.yaml), every S.
     TRAINING_ARGS=(--shots 5 10 15 25 50 100 --warmup 3 --windows 3 --window-steps 10)
 fi
 PARSE_ARGS=(--data-root "$SCRATCH/root/checkout")
-step startup "$T_STARTUP" "$PY" benchmarks/startup.py "${STARTUP_ARGS[@]}" "${PARSE_ARGS[@]}"
-# shellcheck disable=SC2086 # GPU_RUN_RECOVERY_ARGS: words on purpose
-step recovery "$T_RECOVERY" "$PY" benchmarks/recovery.py --device "$DEVICE" "${RECOVERY_ARGS[@]}" \
-    ${GPU_RUN_RECOVERY_ARGS:-}
-step training "$T_TRAINING" "$PY" benchmarks/training.py --device "$DEVICE" "${TRAINING_ARGS[@]}"
+if [[ $PARTS == *" bench "* ]]; then
+    step startup "$T_STARTUP" "$PY" benchmarks/startup.py "${STARTUP_ARGS[@]}" "${PARSE_ARGS[@]}"
+    # shellcheck disable=SC2086 # GPU_RUN_RECOVERY_ARGS: words on purpose
+    step recovery "$T_RECOVERY" "$PY" benchmarks/recovery.py --device "$DEVICE" \
+        "${RECOVERY_ARGS[@]}" ${GPU_RUN_RECOVERY_ARGS:-}
+    step training "$T_TRAINING" "$PY" benchmarks/training.py --device "$DEVICE" "${TRAINING_ARGS[@]}"
+fi
 
 # ---- the grid ---------------------------------------------------------------------------
-GRID_ARGS=(--profile profiles/gpu-node --configfile "$CONFIG" "$DATA_CONFIG"
-    --config "device=$DEVICE" --scheduler greedy)
-[ -n "$GPU_MEM_MB" ] && [ "$DEVICE" = cuda ] && GRID_ARGS+=(--resources "gpu_mem_mb=$GPU_MEM_MB")
-[ -n "${GPU_RUN_CORES:-}" ] && GRID_ARGS+=(--cores "$GPU_RUN_CORES")
-T_GRID=$((TOTAL_BUDGET - $(elapsed) - 2 * T_REPORT - T_PACK))
-[ "$T_GRID" -lt "$T_GRID_MIN" ] && T_GRID=$T_GRID_MIN
-GRID_START=$(now)
-step grid "$T_GRID" "$PY" -m snakemake "${GRID_ARGS[@]}"
-GRID_SECONDS=$(awk -v a="$GRID_START" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
-echo "grid wall time: $GRID_SECONDS s" | tee -a "$LOG"
+GRID_SECONDS=0
+if [[ $PARTS == *" grid "* ]]; then
+    GRID_ARGS=(--profile profiles/gpu-node --configfile "$CONFIG" "$DATA_CONFIG"
+        --config "device=$DEVICE" --scheduler greedy)
+    [ -n "$GPU_MEM_MB" ] && [ "$DEVICE" = cuda ] && GRID_ARGS+=(--resources "gpu_mem_mb=$GPU_MEM_MB")
+    [ -n "${GPU_RUN_CORES:-}" ] && GRID_ARGS+=(--cores "$GPU_RUN_CORES")
+    T_GRID=$((TOTAL_BUDGET - $(elapsed) - 2 * T_REPORT - T_PACK))
+    [ "$T_GRID" -lt "$T_GRID_MIN" ] && T_GRID=$T_GRID_MIN
+    GRID_START=$(now)
+    step grid "$T_GRID" "$PY" -m snakemake "${GRID_ARGS[@]}"
+    GRID_SECONDS=$(awk -v a="$GRID_START" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+    echo "grid wall time: $GRID_SECONDS s" | tee -a "$LOG"
 
-# ---- the grid's report ------------------------------------------------------------------
-REPORT_HELP=$("$PY" benchmarks/grid_report.py --help 2>/dev/null || true)
-REPORT_EXTRA=()
-grep -q -- '--config' <<<"$REPORT_HELP" && REPORT_EXTRA+=(--config "$CONFIG")
-REFERENCE_EXTRA=()
-grep -q -- '--overwrite' <<<"$REPORT_HELP" && REFERENCE_EXTRA+=(--overwrite)
-step grid_report "$T_REPORT" "$PY" benchmarks/grid_report.py --results results \
-    --wall-seconds "$GRID_SECONDS" --json "$OUT/grid.json" "${REPORT_EXTRA[@]}"
-step reference "$T_REPORT" "$PY" benchmarks/grid_report.py --results results \
-    --reference reference --wall-seconds "$GRID_SECONDS" --device "$DEVICE_NAME" \
-    "${REPORT_EXTRA[@]}" "${REFERENCE_EXTRA[@]}"
+    # The grid's report: its stage table, then reference/ from it.
+    REPORT_ARGS=(--results results --wall-seconds "$GRID_SECONDS" --config "$CONFIG")
+    step grid_report "$T_REPORT" "$PY" benchmarks/grid_report.py "${REPORT_ARGS[@]}" \
+        --json "$OUT/grid.json"
+    step reference "$T_REPORT" "$PY" benchmarks/grid_report.py "${REPORT_ARGS[@]}" \
+        --reference reference --device "$DEVICE_NAME" --overwrite
+fi
 
 # ---- pack: at most 8 files come back ----------------------------------------------------
 pack() {
