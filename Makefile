@@ -65,12 +65,10 @@ wheelhouse: setup
 	@du -sh $(WHEEL_DIR)
 
 # The faces benchmarks/gpu_run.sh reads on a machine without ../shared (a borrowed GPU
-# machine gets only the repository and the folders its call carries): copies in $(GPU_DATA).
+# machine gets only the repository and the folders its call carries): the faces zip and
+# the label files cut down to its images, in $(GPU_DATA).
 CELEBA ?= ../shared/data/celeba
 GPU_DATA ?= .gpudata
 
-gpudata:
-	mkdir -p $(GPU_DATA)
-	install -m 644 $(CELEBA)/celeba-test-faces-64.zip $(CELEBA)/list_eval_partition.txt \
-		$(CELEBA)/identity_CelebA.txt $(GPU_DATA)/
-	@du -sh $(GPU_DATA)
+gpudata: setup
+	$(BIN)/python benchmarks/gpudata.py --celeba $(CELEBA) --dest $(GPU_DATA)

@@ -12,8 +12,8 @@
 #
 #   run(command="bash benchmarks/gpu_run.sh", carry=[".whl", ".gpudata"], timeout_s=600)
 #
-# then give the machine back. The repository (~1 MB), .whl (~12 MB) and .gpudata (52 MB)
-# together stay under the 64 MiB. What comes back, under $OUT: gpu_run.log (every step's
+# then give the machine back. The repository (~1 MB), .whl (~12 MB) and .gpudata (46 MB)
+# together stay under the 64 MiB (about 57 MiB). What comes back, under $OUT: gpu_run.log (every step's
 # output), steps.json (each step's exit code and seconds), grid.json (grid_report's
 # figures) and results.tar.gz (results/ without its .h5 files, reference/ and Snakemake's
 # log). The script never stops at a failed step; each runs under its own `timeout` and the

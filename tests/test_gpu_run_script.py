@@ -5,12 +5,10 @@ downloaded or run: `bash -n`, `make -n` and the wheelhouse's closure over instal
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_run.sh"
@@ -25,8 +23,6 @@ def test_gpu_run_script_parses():
 
 
 def make_dry(*args: str) -> str:
-    if shutil.which("make") is None:
-        pytest.skip("no make")
     result = subprocess.run(
         ["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -45,8 +41,30 @@ def test_wheelhouse_target():
 
 def test_gpudata_target():
     commands = make_dry("gpudata", "GPU_DATA=/nonexistent/gpudata")
-    assert "celeba-test-faces-64.zip" in commands
-    assert "/nonexistent/gpudata" in commands
+    assert "benchmarks/gpudata.py" in commands
+    assert "--dest /nonexistent/gpudata" in commands
+
+
+def test_gpudata_keeps_the_label_lines_of_the_zips_images(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpudata
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    celeba, dest = tmp_path / "celeba", tmp_path / "dest"
+    celeba.mkdir()
+    with zipfile.ZipFile(celeba / gpudata.FACES, "w") as archive:
+        archive.writestr("faces/", b"")
+        for name in ("000003.jpg", "000001.jpg"):
+            archive.writestr(f"faces/{name}", b"not decoded here")
+    lines = ["000001.jpg 0", "000002.jpg 1", "000003.jpg 2", "0000031.jpg 2"]
+    for label_file in gpudata.LABEL_FILES:
+        (celeba / label_file).write_text("\n".join(lines) + "\n")
+    gpudata.main(["--celeba", str(celeba), "--dest", str(dest)])
+    assert (dest / gpudata.FACES).read_bytes() == (celeba / gpudata.FACES).read_bytes()
+    for label_file in gpudata.LABEL_FILES:
+        # Whole file names only, in the file's order; the folder entry is no image.
+        assert (dest / label_file).read_text() == "000001.jpg 0\n000003.jpg 2\n"
 
 
 def test_wheelhouse_closure_follows_installed_requirements():
