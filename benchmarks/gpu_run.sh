@@ -178,7 +178,8 @@ else
     RECOVERY_ARGS=(--images 50 500 --joint-path gemm vmap --bf16-psnr --cuda-graphs --repeats 3
         --steps 10)
     # The paper's sizes: width 64, GAN batch 64 with 5 critic steps (config.yaml), every S.
-    TRAINING_ARGS=(--shots 5 10 15 25 50 100 --warmup 3 --windows 3 --window-steps 10)
+    TRAINING_ARGS=(--shots 5 10 15 25 50 100 --warmup 3 --windows 3 --window-steps 10
+        --cuda-graphs)
 fi
 PARSE_ARGS=(--data-root "$SCRATCH/root/checkout")
 if [[ $PARTS == *" bench "* ]]; then

@@ -23,8 +23,10 @@ only grows: a later row shows the maximum so far (rows run smallest first).
 The data are random uint8 faces (timing does not depend on the pixels), the settings the
 config schema's defaults (= config.yaml: batch 64, 5 critic steps) except the ones the
 options set; ``--precision bf16`` autocasts the forward passes on CUDA only (the trainers
-ignore it on the CPU, so it is refused there). It prints a table; the last line is one
-JSON object with every figure.
+ignore it on the CPU, so it is refused there). ``--cuda-graphs`` adds, on CUDA, a row per
+low-shot configuration with its step replayed as a CUDA graph (``TrainingRun.cuda_graphs``;
+its FLOPs are those of the same step without graphs). It prints a table; the last line is
+one JSON object with every figure.
 
     .venv/bin/python benchmarks/training.py --device cpu --threads 2 --width 16 \\
         --gan-batch 16 --shots 10 --windows 3 --window-steps 2
@@ -33,6 +35,7 @@ JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import resource
@@ -46,6 +49,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lowshot.config import schema_defaults
+from lowshot.cuda_graphs import GRAPH_WARMUP
 from lowshot.devices import prepare_device
 from lowshot.training import TrainingRun, build_lowshot, build_wgan_gp
 
@@ -72,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=5, help="timed windows (median counts)")
     parser.add_argument("--window-steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="CUDA: also time the low-shot steps replayed as CUDA graphs",
+    )
     args = parser.parse_args(argv)
     for name in ("width", "critic_steps", "windows", "window_steps"):
         if getattr(args, name) < 1:
@@ -120,15 +129,24 @@ def count_flops(step: Callable[[], Any]) -> float:
 
 
 def measure(
-    step: Callable[[], Any], device: torch.device, args: argparse.Namespace
+    step: Callable[[], Any],
+    device: torch.device,
+    args: argparse.Namespace,
+    flops: float | None = None,
 ) -> dict[str, float]:
-    """Warm-up, one step under the FLOP counter, then the timed windows of ``step``."""
+    """Warm-up, one step under the FLOP counter, then the timed windows of ``step``.
+
+    ``flops``: given for a step replayed as a CUDA graph (a replay dispatches nothing to
+    count): the same step's count without graphs; its warm-up then also covers the
+    eager steps and the capture of ``lowshot.cuda_graphs.replayed``."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(args.warmup):
+    warmup = args.warmup if flops is None else args.warmup + GRAPH_WARMUP + 1
+    for _ in range(warmup):
         step()
     synchronise(device)
-    flops = count_flops(step)
+    if flops is None:
+        flops = count_flops(step)
     synchronise(device)
     seconds = []
     for _ in range(args.windows):
@@ -167,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         width=args.width,
     )
     rows: list[dict[str, Any]] = []
+    graphs = args.cuda_graphs and device.type == "cuda"
+    if args.cuda_graphs and not graphs:
+        print("CUDA graphs: skipped (they need CUDA; this is the CPU)")
     if "gan" in args.trainers:
         for batch in sorted(args.gan_batch):
             settings = {
@@ -188,6 +209,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 label = f"S={shots}, {loss}"
                 rows.append({"trainer": "lowshot", "config": label, "images": shots, **figures})
                 del trainer
+                if graphs:
+                    graphed = dataclasses.replace(run, cuda_graphs=True)
+                    trainer = build_lowshot(faces, schema_defaults("lowshot"), graphed, loss=loss)
+                    replay = measure(trainer.step, device, args, figures["flops_per_step"])
+                    label = f"S={shots}, {loss}, CUDA graphs"
+                    rows.append({"trainer": "lowshot", "config": label, "images": shots, **replay})
+                    del trainer
     for row in rows:
         row["image_steps_per_s"] = row["images"] * row["iterations_per_s"]
 

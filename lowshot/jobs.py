@@ -76,15 +76,16 @@ def _training_run(
     checkpoint: PathLike,
     options: Mapping[str, Any],
 ) -> training.TrainingRun:
+    """A training job's run: the runtime's values with the job's own derived ``seed``."""
     from lowshot import training
 
-    """A training job's run: the runtime's values with the job's own derived ``seed``."""
     return training.TrainingRun(
         latent_dim=runtime.latent_dim,
         seed=seed,
         device=device,
         precision=runtime.precision,
         checkpoint_path=checkpoint,
+        cuda_graphs=runtime.cuda_graphs,
         **options,
     )
 

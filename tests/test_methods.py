@@ -7,7 +7,6 @@ statistics by one pass in training mode over random codes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -472,62 +471,3 @@ def test_cuda_graphs_option_reaches_every_stage_and_changes_nothing_on_the_cpu(
     assert own and all(own)  # every stage of the method was asked for graphs
     assert_same_images(plain, graphs)  # ... which the CPU ignores
     np.testing.assert_array_equal(plain.iterations, graphs.iterations)
-
-
-class _StandInGraph:
-    """Records a capture instead of making one: ``torch.cuda.graph(g)`` sets ``capturing``
-    while its block runs; ``replay`` calls the captured step."""
-
-    def __init__(self) -> None:
-        self.captured = None
-        self.capturing = False
-
-    def replay(self) -> None:
-        self.captured()
-
-
-@pytest.mark.parametrize("steps", [0, 1, engine.GRAPH_WARMUP, engine.GRAPH_WARMUP + 1, 10])
-def test_graph_runner_applies_each_step_once(steps: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With graphs, the runner yields exactly ``steps`` step applications: the warm-up
-    steps eagerly, then replays of one capture, which itself applies nothing."""
-    graphs: list[_StandInGraph] = []
-    applied: list[str] = []
-
-    class Stream:
-        def __init__(self, device: Any = None) -> None:
-            pass
-
-        def wait_stream(self, other: Any) -> None:
-            pass
-
-    @contextlib.contextmanager
-    def capture(graph: _StandInGraph):
-        graph.capturing = True
-        yield
-        graph.capturing = False
-
-    def take_step() -> None:
-        if graphs and graphs[-1].capturing:
-            graphs[-1].captured = lambda: applied.append("replay")
-        else:
-            applied.append("eager")
-
-    def new_graph() -> _StandInGraph:
-        graphs.append(_StandInGraph())
-        return graphs[-1]
-
-    monkeypatch.setattr(torch.cuda, "Stream", Stream)
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", new_graph)
-    monkeypatch.setattr(torch.cuda, "graph", capture)
-    device = torch.device("cpu")
-    for step in engine._step_runner(take_step, steps, device, graphs=True):
-        step()
-    warmup = min(steps, engine.GRAPH_WARMUP)
-    assert applied == ["eager"] * warmup + ["replay"] * (steps - warmup)
-    assert len(graphs) == (1 if steps > warmup else 0)
-    applied.clear()
-    for step in engine._step_runner(take_step, steps, device, graphs=False):
-        step()
-    assert applied == ["eager"] * steps

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lowshot import jobs
 from lowshot.config import schema_defaults
 from lowshot.io import load_gan, load_lowshot, save_gan, save_lowshot
 from lowshot.losses import median_bandwidth
@@ -169,6 +170,23 @@ def test_lowshot_mmd_uses_the_median_bandwidth(faces: torch.Tensor) -> None:
     assert np.isfinite([row["loss"] for row in result.log]).all()
     with pytest.raises(ValueError):
         pretrain_lowshot(faces, lowshot_config(iterations=1), run, loss="l1")
+
+
+def test_cuda_graphs_change_nothing_on_the_cpu(faces: torch.Tensor) -> None:
+    settings = lowshot_config(iterations=3, log_every=1)
+    plain = pretrain_lowshot(faces, settings, run_of(0), loss="mmd")
+    graphed = pretrain_lowshot(faces, settings, run_of(0, cuda_graphs=True), loss="mmd")
+    assert torch.equal(plain.codes, graphed.codes)
+    for name, tensor in plain.generator.state_dict().items():
+        assert torch.equal(tensor, graphed.generator.state_dict()[name]), name
+    assert plain.log == graphed.log
+
+
+def test_training_jobs_pass_the_configs_cuda_graphs() -> None:
+    for cuda_graphs in (False, True):
+        runtime = jobs.Runtime(0, "cpu", "fp32", 128, threads=1, cuda_graphs=cuda_graphs)
+        run = jobs._training_run(runtime, "cpu", 7, "checkpoint.pt", {"progress": False})
+        assert (run.cuda_graphs, run.seed, run.precision) == (cuda_graphs, 7, "fp32")
 
 
 def test_lowshot_resumes_to_the_uninterrupted_result(faces: torch.Tensor, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from lowshot.cuda_graphs import replayed
 from lowshot.devices import autocast
 from lowshot.methods.batched_generator import per_image_generator
 from lowshot.problems import Operator
@@ -347,10 +348,10 @@ class Stage:
     over ``steps`` steps, chained to ``previous`` (or None), keeping per image the best
     of the last ``window`` iterates.
 
-    ``cuda_graphs`` (CUDA only; ignored elsewhere): the first ``GRAPH_WARMUP`` steps run
-    as usual on a side stream, then one step (forward, loss, record, backward, optimiser
-    update) is captured as a CUDA graph and replayed for the others: one launch per step
-    instead of hundreds, the same arithmetic.
+    ``cuda_graphs`` (CUDA only; ignored elsewhere): one step (forward, loss, record,
+    backward, optimiser update) is replayed as a CUDA graph after the first
+    ``GRAPH_WARMUP`` (``lowshot.cuda_graphs.replayed``): one launch per step instead of
+    hundreds, the same arithmetic.
     """
 
     operator: Operator
@@ -362,12 +363,6 @@ class Stage:
     desc: str
     window: int = 1
     cuda_graphs: bool = False
-
-
-# Eager steps before a capture: CUDA graphs need the lazy initialisations (cuBLAS
-# workspaces, the optimiser's state, autograd's buffers) done outside the capture; torch's
-# CUDA-graph notes warm up with 3 iterations on a side stream.
-GRAPH_WARMUP = 3
 
 
 def make_optimiser(
@@ -486,39 +481,14 @@ def _optimise(
         if stage.progress and (done % _POSTFIX_EVERY == 1 or done == steps):
             bar.set_postfix(loss=f"{record.loss.nanmean().item():.4g}")
 
-    for done, run in enumerate(_step_runner(take_step, steps, device, graphs), start=1):
-        run()
+    run_step = replayed(take_step, device) if graphs else take_step
+    for done in range(1, steps + 1):
+        run_step()
         advance(done)
     with torch.no_grad():
         evaluate()
     bar.close()
     return record
-
-
-def _step_runner(
-    take_step: Callable[[], None], steps: int, device: torch.device, graphs: bool
-) -> Iterator[Callable[[], None]]:
-    """``steps`` callables, each applying one step when called: ``take_step`` itself, or
-    with ``graphs``, ``GRAPH_WARMUP`` eager steps on a side stream and then the replays
-    of one captured ``take_step`` (the capture applies no step; each replay does)."""
-    if not graphs:
-        for _ in range(steps):
-            yield take_step
-        return
-    warmup = min(steps, GRAPH_WARMUP)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            yield take_step
-    torch.cuda.current_stream(device).wait_stream(side)
-    if steps == warmup:
-        return
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        take_step()
-    for _ in range(steps - warmup):
-        yield graph.replay
 
 
 def search_latent(

@@ -53,7 +53,10 @@ class TrainingRun:
     The rest are run mechanics: checkpoint_path, where the run checkpoints and resumes
     from (None: neither); progress, whether to show a progress bar; stop_after, return
     after that step as if killed there (package docstring; for testing resumption);
-    width, the networks' base width (64: the paper's DCGAN; smaller only for tests).
+    width, the networks' base width (64: the paper's DCGAN; smaller only for tests);
+    cuda_graphs, replay each low-shot pre-training step as a CUDA graph on CUDA (the
+    config's ``cuda_graphs``, which the jobs pass; WGAN-GP's steps, which draw new random
+    numbers every time, are never replayed).
     """
 
     latent_dim: int
@@ -64,6 +67,7 @@ class TrainingRun:
     progress: bool = True
     stop_after: int | None = None
     width: int = 64
+    cuda_graphs: bool = False
 
 
 # ---------------------------------------------------------------------------------------

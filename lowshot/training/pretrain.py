@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lowshot.cuda_graphs import replayed
 from lowshot.devices import autocast
 from lowshot.gaussian import fit_gaussian
 from lowshot.losses import l2_loss, median_bandwidth, mmd_loss
@@ -112,7 +113,10 @@ def build_lowshot(
     }
     generator = loop._new_generator(run, STAGE, dev)
     codes = nn.Parameter(pretraining_codes(seed, targets.shape[0], latent_dim).to(dev))
-    optimiser = torch.optim.Adam([*generator.parameters(), codes], lr=config["lr"])
+    graphs = run.cuda_graphs and dev.type == "cuda"
+    optimiser = torch.optim.Adam(
+        [*generator.parameters(), codes], lr=config["lr"], capturable=graphs
+    )
 
     def objective(generated: torch.Tensor) -> torch.Tensor:
         if loss == "l2":
@@ -120,7 +124,8 @@ def build_lowshot(
         return mmd_loss(generated, targets, bandwidth)  # type: ignore[arg-type]
 
     def step() -> Callable[[], dict[str, float]]:
-        with autocast(dev, precision):
+        # Without the autocast cache: a captured graph must not keep casts across replays.
+        with autocast(dev, precision, cache=not graphs):
             generated = generator(codes)
         value = objective(generated.float())
         optimiser.zero_grad(set_to_none=True)
@@ -132,7 +137,15 @@ def build_lowshot(
         }
 
     return LowshotPretraining(
-        config, dev, identity, generator, codes, optimiser, targets, bandwidth, step
+        config,
+        dev,
+        identity,
+        generator,
+        codes,
+        optimiser,
+        targets,
+        bandwidth,
+        replayed(step, dev) if graphs else step,
     )
 
 
