@@ -168,11 +168,16 @@ def plain_joint(
         return net(z)
 
 
-def default_adam(groups: list[dict[str, Any]], optimiser: str = "adam", momentum: float = 0.0):
+def default_adam(
+    groups: list[dict[str, Any]],
+    optimiser: str = "adam",
+    momentum: float = 0.0,
+    capturable: bool = False,
+):
     """The engine's optimiser before fused Adam: torch's default Adam implementation."""
     if optimiser == "adam":
-        return torch.optim.Adam(groups)
-    return torch.optim.RMSprop(groups, momentum=momentum)
+        return torch.optim.Adam(groups, capturable=capturable)
+    return torch.optim.RMSprop(groups, momentum=momentum, capturable=capturable)
 
 
 @contextlib.contextmanager
