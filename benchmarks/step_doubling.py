@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from lowshot import data, jobs
-from lowshot.config import load_config
+from lowshot.config import load_config, runtime_settings
 from lowshot.devices import prepare_device
 from lowshot.methods import (
     METHODS,
@@ -236,11 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     columns = [BASE, RECOVERY] + ([ALL] if args.retrain else [])
     runtime = jobs.Runtime(
-        seed=seed,
-        device=str(device.type),
-        precision=config["precision"],
-        latent_dim=latent_dim,
-        threads=args.threads,
+        **{**runtime_settings(config), "device": str(device.type)}, threads=args.threads
     )
 
     measurements: dict[str, tuple[Any, torch.Tensor]] = {}

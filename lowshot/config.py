@@ -246,6 +246,18 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("problems: no problem to solve; every problem section asks for none")
 
 
+def runtime_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What every torch job takes from a validated ``config``: ``lowshot.jobs.Runtime``'s
+    fields less the job's own ``threads`` (the rules' ``RUNTIME`` param)."""
+    return {
+        "seed": config["seed"],
+        "device": config["device"],
+        "precision": config["precision"],
+        "cuda_graphs": config["cuda_graphs"],
+        "latent_dim": config["model"]["latent_dim"],
+    }
+
+
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
     """Read a YAML config, apply top-level ``overrides`` and validate it."""
     import yaml

@@ -69,12 +69,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def log_peak_reserved(device: torch.device) -> None:
-    """On CUDA, log the peak memory torch's caching allocator reserved from the card (MiB).
-
-    Logged beside "peak memory" (the allocated peak): reserved is what the process held
-    on the card, its CUDA context aside, so it is the figure to size ``gpu_mem_mb`` by.
-    ``lowshot.reference`` reads both lines. Nothing on the CPU.
-    """
+def log_peak_memory(device: torch.device, allocated: bool = True) -> None:
+    """Log a job's "peak memory" (``peak_memory_mb``; ``allocated=False`` for a job whose
+    own summary line gives it) and, on CUDA, the peak memory torch's caching allocator
+    reserved from the card (MiB): what the process held on the card, its CUDA context
+    aside, so the figure to size ``gpu_mem_mb`` by. ``lowshot.reference`` reads both."""
+    if allocated:
+        log.info("peak memory: %.0f MiB", peak_memory_mb(device))
     if device.type == "cuda":
         log.info("peak reserved memory: %.0f MiB", torch.cuda.max_memory_reserved(device) / 2**20)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lowshot import data, images, methods, metrics, problems
-from lowshot.devices import log_peak_reserved, peak_memory_mb, prepare_device
+from lowshot.devices import log_peak_memory, peak_memory_mb, prepare_device
 from lowshot.io import (
     atomic_path,
     load_gan,
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 class Runtime:
     """What every torch job shares: the config's ``seed``, ``device``, ``precision`` and
     ``model.latent_dim``, the job's CPU ``threads`` (None: torch's default) and the
-    config's ``cuda_graphs`` (recovery steps as CUDA graphs; False, as in the schema).
+    config's ``cuda_graphs`` (recovery and pre-training steps as CUDA graphs; False, as
+    in the schema).
 
     The rules pass all but ``threads`` as one ``runtime`` param (``RUNTIME`` in
     ``rules/common.smk``); the scripts add ``snakemake.threads``.
@@ -148,8 +149,7 @@ def train_gan_job(
             log.info("early stop (gan.patience) at step %d", result.step)
     grid = training.sample_grid(result.generator, 64, derive_seed(runtime.seed, "samples"))
     _write_png(grid, samples_out)
-    log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
-    log_peak_reserved(torch_device)
+    log_peak_memory(torch_device)
     Path(checkpoint).unlink(missing_ok=True)
 
 
@@ -187,8 +187,7 @@ def pretrain_lowshot_job(
     attrs = {"loss": loss, "shots": shots, "seed": job_seed, **_flat(settings)}
     save_lowshot(model_out, result, attrs)
     training.write_log_csv(losses_out, result.log)
-    log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
-    log_peak_reserved(torch_device)
+    log_peak_memory(torch_device)
     Path(checkpoint).unlink(missing_ok=True)
 
 
@@ -330,7 +329,7 @@ def recover_job(
         seconds,
         peak_memory_mb(torch_device),
     )
-    log_peak_reserved(torch_device)
+    log_peak_memory(torch_device, allocated=False)
 
 
 def fit_learned_reg_job(
@@ -370,8 +369,7 @@ def fit_learned_reg_job(
     )
     save_learned_reg(stats_out, result.stats, {"seed": job_seed, **_flat(settings)})
     training.write_log_csv(fits_out, result.log)
-    log.info("peak memory: %.0f MiB", peak_memory_mb(torch_device))
-    log_peak_reserved(torch_device)
+    log_peak_memory(torch_device)
 
 
 def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:

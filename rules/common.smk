@@ -21,13 +21,7 @@ METHODS = lsconfig.method_names(config)
 # each (problem, method, shard) job writes results/recovery/{problem}/{method}/shard{k}.h5.
 SHARDS = lsconfig.shard_count(config)
 # What every torch job shares (lowshot.jobs.Runtime, less the rule's threads).
-RUNTIME = {
-    "seed": config["seed"],
-    "device": config["device"],
-    "precision": config["precision"],
-    "cuda_graphs": config["cuda_graphs"],
-    "latent_dim": config["model"]["latent_dim"],
-}
+RUNTIME = lsconfig.runtime_settings(config)
 
 
 RECOVERY_FILE = f"{RESULTS}/recovery/{{problem}}/{{method}}/shard{{shard}}.h5"

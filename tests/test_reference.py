@@ -154,10 +154,15 @@ def test_the_reserved_line_jobs_log_on_cuda_parses_back(
 
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: 1234 * 2**20)
     with caplog.at_level(logging.INFO, logger="lowshot.devices"):
-        devices.log_peak_reserved(torch.device("cpu"))
+        devices.log_peak_memory(torch.device("cpu"), allocated=False)
         assert caplog.text == ""
-        devices.log_peak_reserved(torch.device("cuda"))
+        devices.log_peak_memory(torch.device("cuda"), allocated=False)
     assert reference.parse_job_log(caplog.text)["peak_reserved_mib"] == 1234
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lowshot.devices"):
+        devices.log_peak_memory(torch.device("cpu"))
+    cpu = reference.parse_job_log(caplog.text)
+    assert cpu["peak_memory_mib"] > 0 and math.isnan(cpu["peak_reserved_mib"])
 
 
 def test_stage_times_are_exact(results: Path) -> None:

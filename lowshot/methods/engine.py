@@ -474,17 +474,13 @@ def _optimise(
         optimise.step()
         step.add_(1)
 
+    run_step = replayed(take_step, device) if graphs else take_step
     bar = tqdm(total=steps, desc=stage.desc, disable=not stage.progress, leave=False)
-
-    def advance(done: int) -> None:
+    for done in range(1, steps + 1):
+        run_step()
         bar.update()
         if stage.progress and (done % _POSTFIX_EVERY == 1 or done == steps):
             bar.set_postfix(loss=f"{record.loss.nanmean().item():.4g}")
-
-    run_step = replayed(take_step, device) if graphs else take_step
-    for done in range(1, steps + 1):
-        run_step()
-        advance(done)
     with torch.no_grad():
         evaluate()
     bar.close()
