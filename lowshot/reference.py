@@ -22,7 +22,6 @@ Benchmark mtimes are the run's only clock: a results tree copied without its tim
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from typing import Any
 import pandas as pd
 
 from lowshot import claims, summary, tables
+from lowshot.data.sources import file_sha256
 
 # The stage of each rule of the workflow (rules/*.smk); a rule not named here is a stage
 # of its own, under its own name (a plugin's rule is reported, never dropped).
@@ -363,15 +363,6 @@ def collect_provenance(repo: Path | None = None) -> dict[str, Any]:
     }
 
 
-def sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_reference(
     results: Path,
     out: Path,
@@ -420,11 +411,11 @@ def write_reference(
             if source.is_file():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, staging / name)
-                files[name] = sha256(staging / name)
+                files[name] = file_sha256(staging / name)
         config = record.get("config")
         if config is not None and Path(config).is_file():
             shutil.copy2(config, staging / "config.yaml")
-            record["config_sha256"] = sha256(staging / "config.yaml")
+            record["config_sha256"] = file_sha256(staging / "config.yaml")
             record["config"] = str(config)
         stages.to_csv(staging / "stages.csv", index=False)
         record.update(stages=stage_records(stages), files=files)
@@ -548,7 +539,7 @@ def _check_provenance(out: Path) -> list[str]:
         for name, digest in files.items():
             if not (out / name).is_file():
                 problems.append(f"{name}: listed in provenance.json, missing")
-            elif sha256(out / name) != digest:
+            elif file_sha256(out / name) != digest:
                 problems.append(f"{name}: SHA-256 differs from provenance.json's")
     elif "files" in record:
         problems.append("provenance.json: 'files' is not an object")

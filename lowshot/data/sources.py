@@ -180,6 +180,15 @@ def open_source(source: PathLike) -> Iterator[tuple[list[str], Callable[[str], b
         raise DataError(f"{source}: not a zip file nor a folder of images")
 
 
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def source_checksum(source: PathLike) -> str:
     """SHA-256 of a zip file's bytes; for a folder, of its sorted "relative name<TAB>size" lines.
 
@@ -187,17 +196,14 @@ def source_checksum(source: PathLike) -> str:
     when a file is added, removed, renamed or changes size.
     """
     source = Path(source)
+    if not source.is_dir():
+        return file_sha256(source)
     digest = hashlib.sha256()
-    if source.is_dir():
-        for path in sorted(source.rglob("*")):
-            if path.is_file():
-                digest.update(
-                    f"{path.relative_to(source).as_posix()}\t{path.stat().st_size}\n".encode()
-                )
-    else:
-        with open(source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            digest.update(
+                f"{path.relative_to(source).as_posix()}\t{path.stat().st_size}\n".encode()
+            )
     return digest.hexdigest()
 
 
