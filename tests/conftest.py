@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root and the shared CelebA files beside the checkout."""
+"""Shared fixtures: the repository root, the shared CelebA files beside the checkout, and
+one torch thread for tests of small networks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CELEBA = REPO.parent / "shared" / "data" / "celeba"
@@ -27,6 +29,16 @@ def shared_celeba() -> Path:
             "(../shared/data/celeba beside the repository); see README.md"
         )
     return SHARED_CELEBA
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after it: on a shared 2-core machine, two
+    OpenMP threads spin-waiting for each other made a small training step 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 WORKFLOW_FILES = (

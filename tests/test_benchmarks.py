@@ -11,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,14 +24,8 @@ def load(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_recovery_benchmark_runs_every_path(capsys: pytest.CaptureFixture[str], one_thread) -> None:
+@pytest.mark.usefixtures("one_thread")
+def test_recovery_benchmark_runs_every_path(capsys: pytest.CaptureFixture[str]) -> None:
     figures = load("recovery").main(
         [
             "--images",
@@ -63,8 +56,9 @@ def test_recovery_benchmark_runs_every_path(capsys: pytest.CaptureFixture[str], 
             assert row["max_abs_diff_vs_loop"] < 1e-4
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_training_benchmark_runs_both_trainers(
-    capsys: pytest.CaptureFixture[str], one_thread
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     summary = load("training").main(
         [

@@ -44,6 +44,8 @@ TINY = {
     "validation_steps": 3,
 }
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def gan_config(**overrides: Any) -> dict[str, Any]:
     return {**schema_defaults("gan"), **TINY, **overrides}
@@ -51,14 +53,6 @@ def gan_config(**overrides: Any) -> dict[str, Any]:
 
 def run_of(**mechanics: Any) -> TrainingRun:
     return TrainingRun(latent_dim=128, seed=5, device="cpu", precision="fp32", **QUIET, **mechanics)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

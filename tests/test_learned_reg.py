@@ -406,15 +406,6 @@ def test_fit_job_then_recover_job(tmp_path: Path) -> None:
     assert fields["iterations"].max() <= FAST["steps"] and not fields["diverged"].any()
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: the shared 2-core CI machine is slower with two spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_recovers_real_faces_of_inpainting_above_a_floor(shared_celeba: Path) -> None:
     # Real faces: the prior is fitted to shared test faces 4-7 (20 steps, width 16 to keep

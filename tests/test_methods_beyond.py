@@ -54,6 +54,8 @@ FAST: dict[str, dict[str, Any]] = {
     "sparsity": {"steps": 20},
 }
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Denoising(Operator):
     """A = I (y = x + noise): the denoising problem the Deep Decoder was made for. Local to
@@ -81,15 +83,6 @@ class Denoising(Operator):
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return y.reshape(y.shape[0], *IMAGE_SHAPE)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the shared 2-core CI machine is slower with two spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ FACES_ZIP = (
 )
 WIDTH = 8  # narrow networks keep the resume tests fast; the fitting test uses more
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def run_of(seed: int, width: int = WIDTH, **mechanics: Any) -> TrainingRun:
     """How a test training runs: the schema's latent size on the CPU in fp32, narrow and
@@ -72,16 +74,6 @@ def _read_faces(n: int) -> torch.Tensor:
             np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB")) for name in names
         ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run these small networks on one thread: on a shared 2-core machine, two OpenMP
-    threads spin-waiting for each other made a training step 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
