@@ -42,7 +42,6 @@ import contextlib
 import copy
 import json
 import logging
-import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +52,7 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lowshot.devices import log_device, resolve_device
+from lowshot.devices import log_device, peak_memory_mb, resolve_device, synchronise
 from lowshot.methods import engine
 from lowshot.methods.engine import (
     measurement_loss,
@@ -106,11 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(run: Callable[[], T], device: torch.device) -> tuple[T, float]:
     """``run()``'s result and its wall time in seconds, the device's queue drained."""
     synchronise(device)
@@ -138,14 +132,14 @@ def reset_peak_memory(device: torch.device) -> bool:
 
 
 def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: the allocator's peak; CPU: the peak resident set (VmHWM, else ru_maxrss)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    with contextlib.suppress(OSError):
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """CUDA: the allocator's peak; CPU: the peak resident set since the last reset
+    (VmHWM), else the process's (``lowshot.devices.peak_memory_mb``)."""
+    if device.type == "cpu":
+        with contextlib.suppress(OSError):
+            for line in _STATUS.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    return peak_memory_mb(device)
 
 
 def plain_joint(

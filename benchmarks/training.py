@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lowshot.config import schema_defaults
 from lowshot.cuda_graphs import GRAPH_WARMUP
-from lowshot.devices import prepare_device
+from lowshot.devices import peak_memory_mb, prepare_device, synchronise
 from lowshot.training import TrainingRun, build_lowshot, build_wgan_gp
 
 log = logging.getLogger("benchmarks.training")
@@ -90,18 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.gan_batch) < 2 or min(args.shots) < 2:
         parser.error("--gan-batch and --shots take values >= 2")
     return args
-
-
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_memory(device: torch.device) -> float:
-    """MiB: the CUDA allocator's peak since the last reset, or the process's peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class GlobalOnly:
@@ -161,7 +148,7 @@ def measure(
         "iterations_per_s": rate,
         "flops_per_step": flops,
         "tflops_per_s": flops * rate / 1e12,
-        "peak_memory_mib": peak_memory(device),
+        "peak_memory_mib": peak_memory_mb(device),
         "window_seconds": seconds,
     }
 

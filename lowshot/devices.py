@@ -52,6 +52,13 @@ def autocast(device: torch.device, precision: str = "fp32", cache: bool = True) 
         yield
 
 
+def synchronise(device: torch.device) -> None:
+    """Wait until ``device`` has run all its queued work (CUDA); nothing elsewhere. For
+    timing: a CUDA call returns before its kernels have run."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def log_device(device: torch.device) -> None:
     """Log which device a rule runs on."""
     if device.type == "cuda":
