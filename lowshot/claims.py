@@ -94,9 +94,9 @@ FAMILIES: tuple[str, ...] = (PAPER, BEYOND)
 PSNR_FLOOR_DB = 0.0
 # Differences are rounded to this before ranking (dB, or τ units).
 RANK_RESOLUTION = 1e-6
-# Largest n for scipy's exact Wilcoxon distribution (< 0.01 s at 200, 0.4 s at 500 on the 2-core
-# dev machine), and
-# for the exact sign-flip distribution with ties or zeros (2^n sign vectors: 8 MB at 16).
+# Largest n for scipy's exact Wilcoxon distribution (< 0.01 s at n = 200, 0.4 s at 500 on
+# the 2-core dev machine), and for the exact sign-flip distribution with ties or zeros
+# (2^n sign vectors: 8 MB at 16).
 EXACT_MAX = 200
 PERMUTATION_MAX = 16
 # Replicate label of methods fitted to no shots (one result, paired with every replicate).

@@ -643,17 +643,16 @@ def test_wilcoxon_is_exact_without_ties_and_says_what_it_used_otherwise():
     p, method = claims.wilcoxon_greater(values)
     assert method == "exact"
     assert p == pytest.approx(stats.wilcoxon(values, alternative="greater", method="exact").pvalue)
-    # Equal magnitudes after rounding float noise: a tie, permutation distribution (n ≤ 13)
-    tied = np.r_[values, 0.3 + 1e-12, 0.0]
+    # Equal magnitudes after rounding float noise (a tie) and a zero: the exact sign-flip
+    # distribution of Pratt's statistic, as scipy's exhaustive permutation computes it.
+    tied = np.r_[values[:6], 0.3 + 1e-12, 0.0]
     p_tied, method_tied = claims.wilcoxon_greater(tied)
     assert method_tied == "exact sign-flip permutation (ties or zeros)"
-    flips = np.array(np.meshgrid(*[[-1, 1]] * tied.size)).reshape(tied.size, -1).T
-    rounded = np.round(tied, 6)
-    ranks = stats.rankdata(np.abs(rounded))
-    ranks[rounded == 0] = 0  # Pratt: ranked, then dropped from the statistic
-    observed = ranks[rounded > 0].sum()
-    null = ((flips > 0) * ranks).sum(axis=1)
-    assert p_tied == pytest.approx((null >= observed - 1e-9).mean())
+    exhaustive = stats.PermutationMethod(n_resamples=np.inf)
+    reference = stats.wilcoxon(
+        claims.resolution(tied), alternative="greater", zero_method="pratt", method=exhaustive
+    )
+    assert p_tied == pytest.approx(reference.pvalue)
     big = np.tile(values, 3)
     assert claims.wilcoxon_greater(big)[1] == "normal approximation, tie-corrected"
 
