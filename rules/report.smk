@@ -109,8 +109,7 @@ rule check_claims:
         mem_mb=2000,
         runtime=10,
     params:
-        alpha=config["claims"]["alpha"],
-        margin_db=config["claims"]["equivalence_margin_db"],
+        settings=config["claims"],
         plugins=PLUGINS,
     script:
         "../scripts/check_claims.py"

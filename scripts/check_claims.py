@@ -10,6 +10,5 @@ check_claims_files(
     snakemake.input.metrics,
     claims_csv=snakemake.output.claims_csv,
     claims_md=snakemake.output.claims_md,
-    alpha=snakemake.params.alpha,
-    margin_db=snakemake.params.margin_db,
+    settings=snakemake.params.settings,
 )

@@ -214,6 +214,25 @@ def test_report_names_the_figures_and_the_tables(pipeline):
         assert name in html, name
 
 
+def test_claims_use_every_replicate_the_config_trains(pipeline):
+    """Each claims row comparing a low-shot model uses all ``lowshot.replicates`` models
+    (1 without the key), and claims.md's first line states what that makes the verdicts
+    conditional on."""
+    workdir, config = pipeline
+    replicates = config["lowshot"].get("replicates", 1)
+    table = pd.read_csv(workdir / "results" / "tables" / "claims.csv")
+    fitted = table[
+        table["comparison"].str.contains("lowshot-")
+        & ~table["comparison"].str.contains("learned_reg")  # fitted to replicate 1 only
+        & (table["n"] > 0)
+    ]
+    assert len(fitted) > 0
+    assert (fitted["replicates"] == replicates).all(), fitted[["comparison", "replicates"]]
+    first = (workdir / "results" / "tables" / "claims.md").read_text().splitlines()[0]
+    scope = f"{replicates} independent replicates" if replicates > 1 else "one trained model"
+    assert first.startswith("Scope:") and scope in first, first
+
+
 def test_summary_command_prints_the_outputs_and_the_table(pipeline):
     workdir, _ = pipeline
     text = summary.describe(workdir / "results")
