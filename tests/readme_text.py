@@ -163,8 +163,8 @@ def commands(text: str) -> list[Command]:
     - each line of a shell block (bash, sh, shell, console), continuation lines joined,
       comments dropped;
     - each inline code span whose first word (after VAR=value words) is one of
-      ``PROGRAMS`` and that has more than that word, or that names a ``benchmarks/*.py``
-      entry point alone.
+      ``PROGRAMS`` and that has more than that word, or whose first word is a
+      ``benchmarks/*.py`` entry point.
     """
     found = []
     for block in fenced_blocks(text):
@@ -187,7 +187,7 @@ def commands(text: str) -> list[Command]:
         for part in _split_commands(words):
             command = Command(tuple(part), line, "inline")
             program = command.program
-            if (program in PROGRAMS and len(part) > 1) or ENTRY_POINT.match(span):
+            if (program in PROGRAMS and len(part) > 1) or ENTRY_POINT.match(program):
                 found.append(command)
     return found
 
