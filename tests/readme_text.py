@@ -92,7 +92,7 @@ def fenced_blocks(text: str) -> list[Block]:
         start = index
         end = next((j for j in range(start + 1, len(lines)) if lines[j].strip() == "```"), None)
         if end is None:
-            raise ValueError(f"README.md:{start + 1}: a code fence is never closed")
+            raise ValueError(f"line {start + 1}: a code fence is never closed")
         above = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
         tag = EXAMPLE_TAG.search(above)
         blocks.append(
@@ -125,7 +125,7 @@ def python_examples(text: str) -> dict[str, Block]:
     return examples
 
 
-def _prose(text: str) -> str:
+def prose(text: str) -> str:
     """The text with every fenced block blanked (line numbers kept)."""
     lines = text.splitlines()
     for block in fenced_blocks(text):
@@ -137,12 +137,13 @@ def _prose(text: str) -> str:
 def inline_spans(text: str) -> list[tuple[str, int]]:
     """Every `code span` outside fenced blocks, whitespace collapsed, with its line. A span
     may wrap onto the next line, never across a blank line (a paragraph break)."""
-    prose = _prose(text)
+    outside = prose(text)
     spans = []
-    for match in re.finditer(r"`([^`]+)`", prose):
+    for match in re.finditer(r"`([^`]+)`", outside):
+        line = outside.count("\n", 0, match.start()) + 1
         if "\n\n" in match.group(1):
-            raise ValueError(f"README.md:{prose.count(chr(10), 0, match.start()) + 1}: odd `")
-        spans.append((" ".join(match.group(1).split()), prose.count("\n", 0, match.start()) + 1))
+            raise ValueError(f"line {line}: a ` that is never closed in its paragraph")
+        spans.append((" ".join(match.group(1).split()), line))
     return spans
 
 
@@ -195,10 +196,10 @@ def commands(text: str) -> list[Command]:
 def relative_links(text: str) -> list[tuple[str, int]]:
     """Targets of Markdown links [text](target) that are not URLs or mail, with their
     line, outside fenced blocks."""
-    prose = _prose(text)
+    outside = prose(text)
     links = []
-    for match in re.finditer(r"\]\(([^)\s]+)\)", prose):
+    for match in re.finditer(r"\]\(([^)\s]+)\)", outside):
         target = match.group(1)
         if not re.match(r"[a-z][a-z0-9+.-]*:", target):
-            links.append((target, prose.count("\n", 0, match.start()) + 1))
+            links.append((target, outside.count("\n", 0, match.start()) + 1))
     return links

@@ -43,7 +43,15 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_workflow
-from readme_text import ASSIGNMENT, ENTRY_POINT, Command, commands, readme_text, relative_links
+from readme_text import (
+    ASSIGNMENT,
+    ENTRY_POINT,
+    Command,
+    commands,
+    prose,
+    readme_text,
+    relative_links,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).with_name("readme_runner.py")
@@ -352,7 +360,7 @@ def anchors(markdown: str) -> set[str]:
     spaces to -; a repeated heading gets -1, -2, ..."""
     seen: dict[str, int] = {}
     found = set()
-    for heading in re.findall(r"^#+\s+(.+?)\s*#*$", markdown, flags=re.MULTILINE):
+    for heading in re.findall(r"^#+\s+(.+?)\s*#*$", prose(markdown), flags=re.MULTILINE):
         slug = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", "")).replace(" ", "-")
         count = seen.get(slug, 0)
         seen[slug] = count + 1
