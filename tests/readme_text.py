@@ -36,6 +36,7 @@ PROGRAMS = {
     "git",
     "pip",
     "nvidia-smi",
+    "nvidia-cuda-mps-control",
     "sbatch",
     "pgrep",
     "kill",

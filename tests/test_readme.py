@@ -60,6 +60,7 @@ TEST_CONFIG = "configs/test.yaml"
 PLACEHOLDERS = {"…", "..."}
 SKIPPED = {
     "nvidia-smi": "needs an NVIDIA GPU and its driver",
+    "nvidia-cuda-mps-control": "needs an NVIDIA GPU and its driver",
     "sbatch": "needs a Slurm cluster (tests/test_profiles.py records what the profile asks "
     "sbatch for)",
     "git": "fetches the repository from its host",
@@ -138,43 +139,43 @@ def plan(command: Command, lines: tuple[int, ...] = ()) -> Plan:
     env, words = words[:assignments], words[assignments:]
     program = words[0] if words else ""
 
-    def make(rule: str, kind: str, **fields: object) -> Plan:
+    def planned(rule: str, kind: str, **fields: object) -> Plan:
         return Plan(command, rule, kind, lines=lines, **fields)  # type: ignore[arg-type]
 
     if (args := snakemake_arguments(words)) is not None:
         if "--report" in args:
-            return make(
+            return planned(
                 "skipped",
                 "skip",
                 reason="builds the report of a finished run (tests/test_pipeline.py "
                 "builds one after its run)",
             )
         if "--sdm" in args and "conda" in args and shutil.which("conda") is None:
-            return make("skipped", "skip", reason="needs conda, which this machine lacks")
+            return planned("skipped", "skip", reason="needs conda, which this machine lacks")
         rule = "as typed" if AS_TYPED & set(args) else "dry run"
-        return make(rule, "snakemake", args=tuple(dry_run_arguments(args)))
+        return planned(rule, "snakemake", args=tuple(dry_run_arguments(args)))
     if program == "make":
-        return make("make -n", "make", args=tuple(words[1:]))
+        return planned("make -n", "make", args=tuple(words[1:]))
     if program == "pip" or words[1:3] == ["-m", "pip"]:
-        return make("skipped", "skip", reason="installs packages into the reader's environment")
+        return planned("skipped", "skip", reason="installs packages into the reader's environment")
     if program in {"python", "python3"} and words[1:2] == ["-m"] and len(words) > 2:
-        return make("--help", "module", target=words[2], args=tuple(words[3:]))
+        return planned("--help", "module", target=words[2], args=tuple(words[3:]))
     if program in {"python", "python3"} and len(words) > 1 and ENTRY_POINT.match(words[1]):
-        return make("--help", "script", target=words[1], args=tuple(words[2:]))
+        return planned("--help", "script", target=words[1], args=tuple(words[2:]))
     if ENTRY_POINT.match(program):
-        return make("--help", "script", target=program, args=tuple(words[1:]))
+        return planned("--help", "script", target=program, args=tuple(words[1:]))
     if program == "bash" and len(words) > 1:
-        return make("bash -n", "bash", target=words[1], args=tuple(env))
+        return planned("bash -n", "bash", target=words[1], args=tuple(env))
     if program == "source" and len(words) == 2:
-        return make("exists", "exists", args=(words[1],))
+        return planned("exists", "exists", args=(words[1],))
     if program == "cp":
         sources = [w for w in words[1:] if not w.startswith("-")][:-1]
         if not sources:
-            return make("skipped", "skip", reason="names an option of cp, no file")
-        return make("exists", "exists", args=tuple(sources))
+            return planned("skipped", "skip", reason="names an option of cp, no file")
+        return planned("exists", "exists", args=tuple(sources))
     if program in SKIPPED:
-        return make("skipped", "skip", reason=SKIPPED[program])
-    return make("no rule", "none")
+        return planned("skipped", "skip", reason=SKIPPED[program])
+    return planned("no rule", "none")
 
 
 def readme_plans() -> list[Plan]:
