@@ -157,7 +157,9 @@ def plan(command: Command, lines: tuple[int, ...] = ()) -> Plan:
     if program == "make":
         return planned("make -n", "make", args=tuple(words[1:]))
     if program == "pip" or words[1:3] == ["-m", "pip"]:
-        return planned("skipped", "skip", reason="installs packages into the reader's environment")
+        return planned(
+            "skipped", "skip", reason="installs or inspects packages of the reader's environment"
+        )
     if program in {"python", "python3"} and words[1:2] == ["-m"] and len(words) > 2:
         return planned("--help", "module", target=words[2], args=tuple(words[3:]))
     if program in {"python", "python3"} and len(words) > 1 and ENTRY_POINT.match(words[1]):
