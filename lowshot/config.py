@@ -330,11 +330,23 @@ def shard_positions(config: dict[str, Any], shard: int) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lowshot.config [PLUGIN ...]``: print the assembled schema as YAML."""
+    import argparse
+
     import yaml
 
     from lowshot.registry import load_plugins
 
-    load_plugins(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m lowshot.config",
+        description=(
+            "Print the config schema as YAML: every key with its default and description, "
+            "the methods' and problems' sections included (those of the plugins named)."
+        ),
+    )
+    parser.add_argument(
+        "plugins", nargs="*", metavar="PLUGIN", help="a plugin file or module, as in plugins:"
+    )
+    load_plugins(parser.parse_args(argv).plugins)
     yaml.safe_dump(load_schema(), sys.stdout, sort_keys=False, allow_unicode=True, width=100)
     return 0
 

@@ -1,7 +1,14 @@
-"""A method and a problem added from one file each (tests/toy_extension.py), through the
-workflow: they reach metrics.csv, the summary tables and Figure 1, and nothing else was
-edited. The smallest run that shows it: one test image, the toy method on compressed
-sensing and on the toy problem, collect_metrics and figure1."""
+"""The README's "Add a method or a problem" examples, copied out of README.md itself, work
+as a reader would use them: each tagged Python block is written to its own file, and the
+files, listed under ``plugins:``, register a method and a problem that run through the
+workflow to metrics.csv, the summary tables and Figure 1, with nothing else edited. The
+smallest run that shows it: one test image, the README's method on compressed sensing and
+on the README's problem, collect_metrics and figure1.
+
+The README's examples are exactly the blocks tagged ``<!-- example: NAME -->`` above their
+fence (``readme_text.python_examples``); an untagged Python block, or a tag added, renamed
+or removed, fails ``test_readme_has_exactly_the_examples_these_tests_run``.
+"""
 
 from __future__ import annotations
 
@@ -14,51 +21,106 @@ import pytest
 import torch
 import yaml
 from conftest import copy_workflow
+from readme_text import python_examples, readme_text
 
 from lowshot import methods, problems
 from lowshot.plots import read_layout_tag
-from lowshot.problems import GaussianNoise, measure
+from lowshot.problems import IMAGE_SHAPE, GaussianNoise, measure
 from lowshot.registry import load_plugins
 
-TOY = Path(__file__).with_name("toy_extension.py")
-pytestmark = pytest.mark.slow
+# What each example registers: the assertions below are about these names.
+EXAMPLES = {"method": "backprojection", "problem": "occlusion"}
+RUFF = Path(sys.executable).with_name("ruff")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_examples(folder: Path) -> list[Path]:
+    """The README's Python examples as files ``readme_<tag>.py`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for tag, block in python_examples(readme_text()).items():
+        path = folder / f"readme_{tag}.py"
+        path.write_text(block.text)
+        paths.append(path)
+    return paths
 
 
 @pytest.fixture
-def toy_loaded():
-    """The toy plugin loaded in this process, and unloaded after the test."""
+def examples_loaded(tmp_path: Path):
+    """The README's examples loaded as plugins in this process, unloaded after the test."""
     before = set(sys.modules)
-    load_plugins([str(TOY)])
-    (plugin,) = [name for name in set(sys.modules) - before if name.startswith("lowshot_plugin_")]
-    yield
-    methods.METHODS.unregister("toy-backprojection")
-    problems.PROBLEMS.unregister("toy_half")
-    del sys.modules[plugin]
+    paths = write_examples(tmp_path)
+    load_plugins([str(p) for p in paths])
+    loaded = [name for name in set(sys.modules) - before if name.startswith("lowshot_plugin_")]
+    yield paths
+    methods.METHODS.unregister(EXAMPLES["method"])
+    problems.PROBLEMS.unregister(EXAMPLES["problem"])
+    for name in loaded:
+        del sys.modules[name]
 
 
-def test_toy_classes_are_registered_by_their_file_alone(toy_loaded) -> None:
-    load_plugins([str(TOY)])  # every job loads it again: no second registration
-    assert methods.family("toy-backprojection").label == "Toy back-projection"
-    assert methods.method_specs({"recover": {"methods": ["toy-backprojection", "csgm"]}}) == [
+def test_readme_has_exactly_the_examples_these_tests_run() -> None:
+    assert set(python_examples(readme_text())) == set(EXAMPLES)
+
+
+def test_readme_examples_pass_the_projects_lint(tmp_path: Path) -> None:
+    """ruff check and format, with the repository's settings (read as if the file were in
+    tests/), as every file of the project."""
+    for tag, block in python_examples(readme_text()).items():
+        name = f"tests/readme_{tag}.py"
+        for args in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+            done = subprocess.run(
+                [str(RUFF), *args, "--stdin-filename", name, "-"],
+                input=block.text,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, f"README example {tag!r}, ruff {args[0]}:\n" + (
+                done.stdout + done.stderr
+            )
+
+
+def test_readme_examples_register_from_their_files_alone(examples_loaded) -> None:
+    load_plugins([str(p) for p in examples_loaded])  # every job loads them again: no error
+    method, problem = EXAMPLES["method"], EXAMPLES["problem"]
+    assert methods.family(method).label == "Back-projection"
+    assert methods.method_specs({"recover": {"methods": [method, "csgm"]}}) == [
         methods.parse_method("csgm"),
-        methods.parse_method("toy-backprojection"),
+        methods.parse_method(method),
     ]
-    operator = problems.make_operator(problems.parse_problem("toy-half"), config_seed=0)
-    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    y = measure(operator, GaussianNoise(), x, [0, 1])
-    result = methods.recover(
-        "toy-backprojection", operator, y, seeds=[0, 1], settings={"scale": operator.m}
+    assert problems.PROBLEMS[problem].problem_names({"rows": [16, 32]}) == [
+        "occlude-16",
+        "occlude-32",
+    ]
+    for name in ("occlude-0", "occlude-64", "occlude-x", "occlusion-16", "cs-0.1"):
+        assert problems.PROBLEMS[problem].parse(name) is None, name
+    operator = problems.make_operator(problems.parse_problem("occlude-16"), config_seed=0)
+    assert operator.m == 3 * 48 * 64
+
+    # The adjoint passes the dot-product test <A x, y> = <x, A^T y>.
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, *IMAGE_SHAPE, generator=generator) * 2 - 1
+    v = torch.randn(2, operator.m, generator=generator)
+    torch.testing.assert_close(
+        (operator.A(x) * v).sum(dim=1), (x * operator.A_adjoint(v)).flatten(1).sum(dim=1)
     )
-    # A^T y puts the observed top half back in place, the rest is zero.
-    torch.testing.assert_close(result.images[:, :, :32], x[:, :, :32])
-    assert (result.images[:, :, 32:] == 0).all()
+
+    y = measure(operator, GaussianNoise(), x, [0, 1])
+    result = methods.recover(method, operator, y, seeds=[0, 1], settings={"scale": operator.m})
+    # A^T y puts the 48 observed rows back in place, the lost 16 are zero.
+    torch.testing.assert_close(result.images[:, :, :48], x[:, :, :48])
+    assert (result.images[:, :, 48:] == 0).all()
     assert not result.diverged.any() and result.measurement_loss.max() < 1e-6
 
 
-def test_a_toy_method_and_problem_run_through_the_workflow(tmp_path: Path, shared_celeba) -> None:
-    workdir = copy_workflow(tmp_path / "toy")
+@pytest.mark.slow
+def test_readme_examples_run_through_the_workflow(tmp_path: Path, shared_celeba) -> None:
+    workdir = copy_workflow(tmp_path / "workflow")
+    plugins = write_examples(tmp_path / "plugins")
+    method, problem = EXAMPLES["method"], EXAMPLES["problem"]
     config = {
-        "plugins": [str(TOY)],
+        "plugins": [str(p) for p in plugins],
         "device": "cpu",
         "data": {
             "source": str(shared_celeba / "celeba-test-faces-64.zip"),
@@ -72,14 +134,23 @@ def test_a_toy_method_and_problem_run_through_the_workflow(tmp_path: Path, share
         "problems": {
             "compressed_sensing": {"ratios": [0.1, 0.3]},
             "colorization": {"enabled": False},
-            "toy_half": {"enabled": True},
+            problem: {"rows": [16]},
         },
-        "recover": {"methods": ["toy-backprojection"], "toy-backprojection": {"scale": 2.0}},
+        "recover": {"methods": [method], method: {"scale": 2.0}},
     }
-    (workdir / "toy.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "examples.yaml").write_text(yaml.safe_dump(config))
     targets = ["results/tables/metrics.csv", "results/figures/figure1.png"]
     done = subprocess.run(
-        [sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile", "toy.yaml"],
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            *targets,
+            "--cores",
+            "2",
+            "--configfile",
+            "examples.yaml",
+        ],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -89,14 +160,14 @@ def test_a_toy_method_and_problem_run_through_the_workflow(tmp_path: Path, share
     assert done.returncode == 0, output[-4000:]
 
     metrics = pd.read_csv(workdir / "results/tables/metrics.csv")
-    assert sorted(metrics["problem"]) == ["cs-0.1", "cs-0.3", "toy-half"]
-    assert set(metrics["method"]) == {"toy-backprojection"}
-    assert set(metrics["problem_kind"]) == {"compressed_sensing", "toy_half"}
+    assert sorted(metrics["problem"]) == ["cs-0.1", "cs-0.3", "occlude-16"]
+    assert set(metrics["method"]) == {method}
+    assert set(metrics["problem_kind"]) == {"compressed_sensing", problem}
     assert metrics["psnr"].notna().all()
     summary_md = (workdir / "results/tables/psnr_summary.md").read_text()
-    assert "| Toy back-projection |" in summary_md
-    assert "toy: top half" in summary_md and "m/n = 0.1" in summary_md
+    assert "| Back-projection |" in summary_md
+    assert "occlusion, 16 rows" in summary_md and "m/n = 0.1" in summary_md
 
     assert read_layout_tag(workdir / "results/figures/figure1.png") == "lowshot:panels=1"
     log = (workdir / "results/logs/figure1/figure1.log").read_text()
-    assert "1 panel(s), lines ['Toy back-projection']" in log
+    assert "1 panel(s), lines ['Back-projection']" in log
