@@ -83,12 +83,28 @@ class RecoveryTask:
 @dataclass(frozen=True)
 class MethodSpec:
     """One method instance: ``kind`` (its class), ``name`` (the workflow's wildcard) and,
-    for methods fitted to S examples with a loss, ``loss`` and ``shots``."""
+    for methods fitted to S examples with a loss, ``loss`` and ``shots``.
+
+    ``replicate``: for a method fitted to S examples (``shots`` given), which independent
+    draw of the shots and seeds it is (``lowshot.replicates``): 1, the paper's single
+    model per S, unless its name says another; None for methods fitted to no shots. A
+    spec with shots and no replicate is replicate 1 (so a plugin's specs need not say it).
+    """
 
     kind: str
     name: str
     loss: str | None = None
     shots: int | None = None
+    replicate: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.shots is None:
+            if self.replicate is not None:
+                raise ValueError(f"{self.name}: a replicate without shots ({self.replicate})")
+        elif self.replicate is None:
+            object.__setattr__(self, "replicate", 1)
+        elif self.replicate < 1:
+            raise ValueError(f"{self.name}: replicate must be >= 1, not {self.replicate}")
 
 
 class RecoveryMethod(abc.ABC):
