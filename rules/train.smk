@@ -5,7 +5,6 @@
 # The lowshot section less shots, losses and replicates: they choose the jobs, so they
 # stay out of the params (a new shot count or replicate must not rerun the trained models).
 from lowshot.training.settings import gan_rule_settings, lowshot_settings
-from lowshot.methods.lowshot import MODEL_SUFFIX_PATTERN as LOWSHOT_MODEL_SUFFIX
 
 # The GAN's validation curve (gan.validate_every > 0; lowshot/training/validation.py) is
 # an output only when it is on; while it is off the params leave its keys out
@@ -67,7 +66,7 @@ rule pretrain_lowshot:
     wildcard_constraints:
         loss="l2|mmd",
         shots=r"\d+",
-        replicate=LOWSHOT_MODEL_SUFFIX,
+        replicate=lsmethods.REPLICATE_FOLDER_SUFFIX,
     priority: 10
     conda:
         "../envs/torch.yaml"

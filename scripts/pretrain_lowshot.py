@@ -2,7 +2,7 @@
 
 from lowshot.jobs import Runtime, pretrain_lowshot_job
 from lowshot.logs import setup_rule_logging
-from lowshot.methods.lowshot import replicate_of_suffix
+from lowshot.methods import replicate_of_suffix
 
 setup_rule_logging(snakemake.log[0])
 params = snakemake.params

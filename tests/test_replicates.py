@@ -18,13 +18,15 @@ import torch
 from lowshot import data, jobs, plots, tables
 from lowshot.config import ConfigError, method_names, schema_defaults, validate_config
 from lowshot.io import load_lowshot, write_recovery
-from lowshot.methods import MethodSpec, family, parse_method
-from lowshot.methods.lowshot import (
-    MODEL_SUFFIX_PATTERN,
-    model_folder,
+from lowshot.methods import (
+    REPLICATE_FOLDER_SUFFIX,
+    MethodSpec,
+    family,
+    parse_method,
     replicate_of_suffix,
     replicate_suffix,
 )
+from lowshot.methods.lowshot import model_folder
 from lowshot.problems import parse_problem
 from lowshot.seeds import derive_seed
 from lowshot.training import lowshot_settings, pretraining_seed
@@ -147,7 +149,7 @@ def test_every_replicate_name_parses_back_to_its_loss_shots_and_replicate() -> N
         assert spec.name == f"lowshot-{spec.loss}-S{spec.shots}{expected}"
         folder = model_folder(spec)
         suffix = folder.removeprefix(f"{spec.loss}_S{spec.shots}")
-        assert re.fullmatch(MODEL_SUFFIX_PATTERN, suffix)
+        assert re.fullmatch(REPLICATE_FOLDER_SUFFIX, suffix)
         assert replicate_of_suffix(suffix) == spec.replicate
     assert family(specs[1]).method_label(parse_method("lowshot-l2-S5-r2")) == "5-shot (ℓ2, r2)"
     # Tables' order: loss, then S, then replicate.

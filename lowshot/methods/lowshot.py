@@ -10,7 +10,14 @@ from typing import Any
 import torch
 
 from lowshot.gaussian import gaussian_from_normal
-from lowshot.methods.base import MethodSpec, RecoveryMethod, RecoveryTask, register
+from lowshot.methods.base import (
+    REPLICATE_NUMBER,
+    MethodSpec,
+    RecoveryMethod,
+    RecoveryTask,
+    register,
+    replicate_suffix,
+)
 from lowshot.methods.engine import (
     StageResult,
     joint_stage_settings,
@@ -24,14 +31,10 @@ from lowshot.methods.engine import (
 from lowshot.seeds import derive_seed
 
 # Replicate 1 (the paper's one model per S) has no suffix; replicate r >= 2 has "-r<r>"
-# (method name) and "_r<r>" (model folder), so a name never has two spellings.
-_REPLICATE = r"[2-9]|[1-9][0-9]+"
+# in the method name and "_r<r>" in the model folder (``replicate_suffix``).
 _NAME = re.compile(
-    rf"^lowshot-(?P<loss>l2|mmd)-S(?P<shots>[0-9]+)(?:-r(?P<replicate>{_REPLICATE}))?$"
+    rf"^lowshot-(?P<loss>l2|mmd)-S(?P<shots>[0-9]+)(?:-r(?P<replicate>{REPLICATE_NUMBER}))?$"
 )
-# The model folder's replicate suffix as a Snakemake wildcard constraint (rule
-# pretrain_lowshot): empty for replicate 1.
-MODEL_SUFFIX_PATTERN = rf"(_r({_REPLICATE}))?"
 _LOSS_ORDER = {"mmd": 0, "l2": 1}
 _LOSS_LABELS = {"mmd": "MMD", "l2": "ℓ2"}
 
@@ -143,27 +146,11 @@ class Lowshot(RecoveryMethod):
         )
 
 
-def replicate_suffix(replicate: int, separator: str) -> str:
-    """The suffix of replicate ``replicate`` (>= 1) in names: "" for replicate 1 (the
-    paper's model keeps its names), ``<separator>r<replicate>`` otherwise ("-" in method
-    names, "_" in model folders)."""
-    if replicate < 1:
-        raise ValueError(f"replicate must be >= 1, not {replicate}")
-    return "" if replicate == 1 else f"{separator}r{replicate}"
-
-
 def model_folder(spec: MethodSpec) -> str:
     """The folder under ``results/models/lowshot/`` of a low-shot instance's model:
-    ``<loss>_S<shots>``, ``<loss>_S<shots>_r<r>`` for replicate r >= 2."""
+    ``<loss>_S<shots>``, ``<loss>_S<shots>_r<r>`` for replicate r >= 2 (its suffix is the
+    rule pretrain_lowshot's ``replicate`` wildcard, ``REPLICATE_FOLDER_SUFFIX``)."""
     return f"{spec.loss}_S{spec.shots}{replicate_suffix(spec.replicate or 1, '_')}"
-
-
-def replicate_of_suffix(suffix: str) -> int:
-    """The replicate of a model folder's suffix (rule pretrain_lowshot's ``replicate``
-    wildcard): "" -> 1, "_r<r>" -> r (r >= 2). Raises ValueError for anything else."""
-    if not re.fullmatch(MODEL_SUFFIX_PATTERN, suffix):
-        raise ValueError(f"not a replicate suffix: {suffix!r} ('' or '_r<r>' with r >= 2)")
-    return int(suffix[2:]) if suffix else 1
 
 
 def initial_codes(
