@@ -11,7 +11,7 @@ learned regularisation once per loss and S, as in the workflow) and each problem
 faces, never trained on: ``split.n_validation``):
 
 - ``x1``: with the config's settings and the trained models of ``--results`` (the
-  workflow's files: ``models/gan/generator.h5``, ``models/lowshot/{loss}_S{shots}/
+  workflow's files: ``models/gan/generator.h5``, ``models/lowshot/{loss}_S{shots}[_r{r}]/
   model.h5``, ``models/learned_reg/S{shots}/stats.h5``);
 - ``x2 recovery``: every integer setting whose key ends in ``steps`` (``steps``,
   ``z_steps``, ``joint_steps``, ...) times ``--factor``, the same models;
@@ -64,6 +64,7 @@ from lowshot.methods import (
     sort_key,
 )
 from lowshot.methods.learned_reg import fit_settings
+from lowshot.methods.lowshot import model_folder
 from lowshot.metrics import psnr
 from lowshot.problems import noise_std, observe
 
@@ -125,7 +126,7 @@ def model_file(models: Path, kind: str, spec: MethodSpec) -> Path:
     if kind == "gan":
         return models / "gan" / "generator.h5"
     if kind == "lowshot":
-        return models / "lowshot" / f"{spec.loss}_S{spec.shots}" / "model.h5"
+        return models / "lowshot" / model_folder(spec) / "model.h5"
     if kind == "learned_reg":
         return models / "learned_reg" / f"S{spec.shots}" / "stats.h5"
     raise ValueError(f"no model file known for model kind {kind!r}")
@@ -171,9 +172,10 @@ def retrain(
             shots=spec.shots,
             model_out=target,
             losses_out=target.parent / "losses.csv",
-            checkpoint=checkpoints / f"{spec.loss}_S{spec.shots}.pt",
+            checkpoint=checkpoints / f"{model_folder(spec)}.pt",
             settings={**section, "iterations": section["iterations"] * args.factor},
             runtime=runtime,
+            replicate=spec.replicate or 1,
             progress=False,
         )
     elif kind == "learned_reg":

@@ -7,12 +7,15 @@ complete, so a killed job never leaves a file that looks finished; the hidden te
 Layouts
 -------
 Generator file (``results/models/gan/generator.h5``,
-``results/models/lowshot/{loss}_S{shots}/model.h5``):
+``results/models/lowshot/{loss}_S{shots}/model.h5``, ``..._S{shots}_r{r}/model.h5`` for
+replicate r >= 2):
     ``generator/<state_dict key>``  every parameter and buffer (BN statistics included)
     ``codes``               (S, latent) float32, low-shot codes z_i (low-shot only)
     ``prior/mean``          (latent,) float32, mean of the fitted Gaussian (low-shot only)
     ``prior/covariance``    (latent, latent) float32, shrunk covariance (low-shot only)
-    attrs: free-form provenance (loss, shots, iterations, seed, ...)
+    attrs: free-form provenance (loss, shots, iterations, seed, ...; a low-shot model's
+    ``replicate`` and ``shot_rows``, the image-store rows it was trained on, since
+    replicates exist: a file without them is replicate 1)
 
 Written by ``save_gan`` / ``save_lowshot``, read by ``load_gan`` / ``load_lowshot``.
 

@@ -164,12 +164,16 @@ def pretrain_lowshot_job(
     checkpoint: PathLike,
     settings: Mapping[str, Any],
     runtime: Runtime,
+    replicate: int = 1,
     **options: Any,
 ) -> None:
-    """Low-shot pre-training (eq. 1) on the S-shot subset; writes model HDF5 and loss CSV.
+    """Low-shot pre-training (eq. 1) on the S-shot subset of ``replicate`` (1: the split's
+    own ``shots/S<n>``; r >= 2: ``Split.replicate_shots(r)``); writes model HDF5 and loss
+    CSV.
 
     ``settings``: the config's ``lowshot`` section, or its training part
-    (``training.lowshot_settings``, which the model file's attributes record).
+    (``training.lowshot_settings``, which the model file's attributes record, with
+    ``replicate`` and the image-store rows trained on, ``shot_rows``).
     ``options`` go to the ``training.TrainingRun`` as they are (``width``, ``progress``).
     """
     from lowshot import training
@@ -179,12 +183,36 @@ def pretrain_lowshot_job(
     split = data.load_split(splits_h5)
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
-    images = data.load_images(images_h5, split.shots[shots])
-    # One seed for every (loss, S): the same theta_0 and nested initial codes (paired).
-    job_seed = derive_seed(runtime.seed, "pretrain_lowshot")
+    rows = split.replicate_shots(replicate)[shots]
+    if replicate > 1:
+        earlier = np.concatenate(
+            [split.replicate_shots(r)[max(split.shots)] for r in range(1, replicate)]
+        )
+        log.info(
+            "replicate %d: %d shots, %d of them also in replicates 1-%d (replicates are "
+            "disjoint when the GAN corpus, %d faces, holds %d x %d)",
+            replicate,
+            shots,
+            int(np.isin(rows, earlier).sum()),
+            replicate - 1,
+            split.gan_corpus.size,
+            replicate,
+            max(split.shots),
+        )
+    images = data.load_images(images_h5, rows)
+    # One seed for every (loss, S) of a replicate: the same theta_0 and nested initial
+    # codes (paired); replicates differ.
+    job_seed = training.pretraining_seed(runtime.seed, replicate)
     run = _training_run(runtime, torch_device, job_seed, checkpoint, options)
     result = training.pretrain_lowshot(images, settings, run, loss=loss)
-    attrs = {"loss": loss, "shots": shots, "seed": job_seed, **_flat(settings)}
+    attrs = {
+        "loss": loss,
+        "shots": shots,
+        "seed": job_seed,
+        "replicate": replicate,
+        "shot_rows": np.asarray(rows, np.int64),
+        **_flat(settings),
+    }
     save_lowshot(model_out, result, attrs)
     training.write_log_csv(losses_out, result.log)
     log_peak_memory(torch_device)
@@ -205,6 +233,22 @@ def method_seeds(seed: int, method: str, problem: str, image_ids: Sequence[str])
     spec = methods.parse_method(method)
     name = methods.family(spec).seed_name(spec)
     return [derive_seed(seed, name, problem, image_id) for image_id in image_ids]
+
+
+def check_model_replicate(model: Any, spec: methods.MethodSpec, path: PathLike) -> None:
+    """Raise ValueError when a model file says it is another replicate than ``spec``'s.
+
+    Model files record ``replicate`` in their attrs (a file without it is replicate 1,
+    written before replicates existed); models without attrs, or a spec without a
+    replicate, are not checked."""
+    attrs = getattr(model, "attrs", None)
+    if not isinstance(attrs, Mapping) or spec.replicate is None:
+        return
+    recorded = int(attrs.get("replicate", 1))
+    if recorded != spec.replicate:
+        raise ValueError(
+            f"{path} is replicate {recorded}'s model, {spec.name} is replicate {spec.replicate}"
+        )
 
 
 def read_start(path: PathLike, image_ids: Sequence[str]) -> methods.RecoveryResult:
@@ -264,6 +308,7 @@ def recover_job(
         if model_h5 is None:
             raise ValueError(f"{method} needs its {method_class.model} model file")
         model = MODEL_LOADERS[method_class.model](model_h5)
+        check_model_replicate(model, the_method, model_h5)
     start = None
     if method_class.starts_from is not None:
         if start_h5 is None:
@@ -309,6 +354,7 @@ def recover_job(
         "method_kind": the_method.kind,
         "loss": the_method.loss,
         "shots": the_method.shots,
+        "replicate": the_method.replicate,
         "noise_std": noise_std,
         "seed": seed,
         "measurements": operator.m,

@@ -7,6 +7,10 @@ a line with its class's label and style (``RecoveryMethod.method_label``/``line_
 an instance with a loss (the low-shot models, colour-graded by shots) in its loss's
 panel, every other method (the baselines, black/grey line styles) in every panel.
 Fixed size ``FIGURE1_SIZE`` inches at ``DPI`` dots per inch (PNG 1650 x 750 pixels).
+
+Replicates (``lowshot.replicates``): Figures 1 and 3 show replicate 1 only, the paper's
+design of one model per (loss, S) (``paper_replicate``); the other replicates are rows
+of the tables and enter the claims, not the figures.
 Figure 2 with 6 rows of 6 images is 1275 x 1305 pixels.
 
 Figure 2 (the paper's: colorization): a grid with one column per shown test image and rows
@@ -107,9 +111,9 @@ def figure1(
     axis, ticks at its values), y = ``psnr_mean`` with a band from ``psnr_ci_low`` to
     ``psnr_ci_high``. One panel per loss of the methods that have one (MMD, then ℓ2;
     one panel titled "all methods" when none has). Returns the figure so callers can
-    inspect its axes.
+    inspect its axes. Low-shot replicates r >= 2 are left out (``paper_replicate``).
     """
-    rows = summary[summary["problem_kind"] == problem_kind]
+    rows = paper_replicate(summary[summary["problem_kind"] == problem_kind])
     if rows.empty:
         raise ValueError(f"figure1: the summary has no {problem_kind} rows")
     names = sorted(rows["method"].unique(), key=method_sort_key)
@@ -150,6 +154,15 @@ def figure1(
         )
         _save(fig, path_pdf, path_png, f"lowshot:panels={axes.shape[1]}")
     return fig
+
+
+def paper_replicate(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``summary`` (any table with a ``method`` column) that the figures show:
+    methods fitted to no shots, and replicate 1 of those fitted to shots (the paper's one
+    model per S; replicate r >= 2 of ``lowshot.replicates`` is in the tables only). The
+    replicate comes from the method's name, so tables without a ``replicate`` column work."""
+    keep = [methods.parse_method(str(name)).replicate in (None, 1) for name in summary["method"]]
+    return summary[np.asarray(keep, dtype=bool)]
 
 
 def _legend_label(spec: methods.MethodSpec) -> str:
@@ -343,12 +356,13 @@ def figure3_size_px(n_methods: int, n_problems: int) -> tuple[int, int]:
 
 
 def at_shots(summary: pd.DataFrame, shots: int) -> pd.DataFrame:
-    """The summary rows Figure 3 shows: methods with a shot count at ``shots`` only, the
-    methods without one (``shots`` missing) always.
+    """The summary rows Figure 3 shows: methods with a shot count at ``shots`` only (of
+    replicate 1, ``paper_replicate``), the methods without one (``shots`` missing) always.
 
     Raises ``ValueError`` when some method has a shot count but none has ``shots`` (the
     figure would silently lose every such method), naming the shot counts there are.
     """
+    summary = paper_replicate(summary)
     counts = summary["shots"].astype("Float64")
     present = sorted({int(s) for s in counts.dropna()})
     if present and shots not in present:

@@ -31,7 +31,8 @@ from lowshot.io import atomic_path, read_recovery
 log = logging.getLogger(__name__)
 
 # Identify one recovery job; ``problem`` and ``method`` alone are unique, the rest is
-# carried along so that the tables can be sorted and filtered without parsing names.
+# carried along so that the tables can be sorted and filtered without parsing names
+# (``replicate``: which draw of shots and seeds a shot-fitted method is, NA for others).
 GROUP_COLUMNS: list[str] = [
     "problem",
     "problem_kind",
@@ -40,6 +41,7 @@ GROUP_COLUMNS: list[str] = [
     "method_kind",
     "loss",
     "shots",
+    "replicate",
 ]
 METRIC_COLUMNS: list[str] = [
     *GROUP_COLUMNS,
@@ -95,7 +97,11 @@ def _job_columns(path: str | os.PathLike[str], attrs: dict) -> dict:
     ratio = attrs.get("ratio")
     if ratio is not None and problem.ratio is not None and not math.isclose(ratio, problem.ratio):
         raise ValueError(f"{path}: attr ratio={ratio} disagrees with problem {problem_name!r}")
-    for key, expected in (("method_kind", method.kind), ("loss", method.loss)):
+    for key, expected in (
+        ("method_kind", method.kind),
+        ("loss", method.loss),
+        ("replicate", method.replicate),
+    ):
         if key in attrs and attrs[key] != expected:
             raise ValueError(f"{path}: attr {key}={attrs[key]!r} disagrees with {method_name!r}")
     return {
@@ -106,6 +112,7 @@ def _job_columns(path: str | os.PathLike[str], attrs: dict) -> dict:
         "method_kind": method.kind,
         "loss": method.loss,
         "shots": method.shots,
+        "replicate": method.replicate,
     }
 
 
@@ -143,7 +150,9 @@ def metrics_table(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     """Concatenate recovery files into one row per (problem, method, image).
 
     Columns ``METRIC_COLUMNS``: ``ratio`` is NaN for colorization, ``loss``/``shots`` are
-    missing (None/<NA>) for the baselines; ``shots`` is a nullable integer. Raises
+    missing (None/<NA>) for the baselines; ``shots`` is a nullable integer, and so is
+    ``replicate`` (``lowshot.replicates``: 1, 2, ... for the methods fitted to shots, 1
+    the paper's single model per S; <NA> for the others). Raises
     ``ValueError`` when an image appears twice for the same problem and method, or when
     no file is given.
     """
@@ -153,6 +162,7 @@ def metrics_table(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)[METRIC_COLUMNS]
     table["ratio"] = table["ratio"].astype("float64")
     table["shots"] = table["shots"].astype("Int64")
+    table["replicate"] = table["replicate"].astype("Int64")
     table["loss"] = table["loss"].astype("object").where(table["loss"].notna(), None)
     duplicated = table.duplicated(["problem", "method", "image_id"], keep=False)
     if duplicated.any():
@@ -280,12 +290,14 @@ def summarize(metrics: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataF
     """Mean, std and Student-t CI of PSNR (mean/std of SSIM) per job, diverged excluded.
 
     ``metrics``: a ``metrics_table``. Returns ``SUMMARY_COLUMNS``, one row per (problem,
-    ratio, method, loss, shots): ``n`` images recovered, ``n_diverged`` of them left out,
-    the statistics over the remaining ``n - n_diverged``; ``psnr_ci_low/high`` =
-    mean ∓ half-width. ``diff_untrained_mean/ci_low/ci_high``: mean PSNR difference (dB)
-    to the untrained network (``REFERENCE_KIND``) over the ``n_paired`` images both
-    recovered without diverging, with its Student-t interval (0 for the untrained
-    network itself; NaN with ``n_paired`` 0 where the problem has no untrained rows).
+    ratio, method, loss, shots, replicate), i.e. per job: replicates of a (loss, S) are
+    rows of their own (their method names differ), never pooled; ``n`` images
+    recovered, ``n_diverged`` of them left out, the statistics over the remaining
+    ``n - n_diverged``; ``psnr_ci_low/high`` = mean ∓ half-width.
+    ``diff_untrained_mean/ci_low/ci_high``: mean PSNR difference (dB) to the untrained
+    network (``REFERENCE_KIND``) over the ``n_paired`` images both recovered without
+    diverging, with its Student-t interval (0 for the untrained network itself; NaN with
+    ``n_paired`` 0 where the problem has no untrained rows).
     """
     drop = excluded(metrics)
     # The flag now covers non-finite PSNRs too, so pairing never warns about them again.
@@ -316,6 +328,7 @@ def summarize(metrics: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataF
         )
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     summary["shots"] = summary["shots"].astype("Int64")
+    summary["replicate"] = summary["replicate"].astype("Int64")
     summary["loss"] = summary["loss"].astype("object").where(summary["loss"].notna(), None)
     return sort_rows(summary)
 
@@ -472,9 +485,18 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _read_table(path: str | os.PathLike[str], **dtypes: type) -> pd.DataFrame:
-    """A table CSV with text names, nullable-integer ``shots`` and None for no ``loss``."""
+    """A table CSV with text names, nullable-integer ``shots`` and ``replicate``, and None
+    for no ``loss``. A table written before replicates existed (no ``replicate`` column)
+    gets one: 1 where ``shots`` is given (every such model was replicate 1), <NA> elsewhere.
+    """
     table = pd.read_csv(path, dtype={"problem": str, "method": str, "loss": object, **dtypes})
     table["shots"] = table["shots"].astype("Int64")
+    if "replicate" in table:
+        table["replicate"] = table["replicate"].astype("Int64")
+    else:
+        replicate = pd.array([1] * len(table), dtype="Int64")
+        replicate[table["shots"].isna().to_numpy()] = pd.NA
+        table.insert(table.columns.get_loc("shots") + 1, "replicate", replicate)
     table["loss"] = table["loss"].where(table["loss"].notna(), None)
     return table
 

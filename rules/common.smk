@@ -8,6 +8,7 @@ import lowshot.config as lsconfig
 import lowshot.methods as lsmethods
 import lowshot.problems as lsproblems
 from lowshot.registry import resolve_plugins
+from lowshot.methods.lowshot import model_folder
 
 ROOT = Path(workflow.basedir)
 # Every error of the config at once, one line each, before any job (and defaults filled).
@@ -38,7 +39,7 @@ RECOVERY_FILES = recovery_files()
 # The trained models a method can ask for (its class's ``model``), by the file that holds it.
 MODEL_FILES = {
     "gan": lambda spec: f"{RESULTS}/models/gan/generator.h5",
-    "lowshot": lambda spec: f"{RESULTS}/models/lowshot/{spec.loss}_S{spec.shots}/model.h5",
+    "lowshot": lambda spec: f"{RESULTS}/models/lowshot/{model_folder(spec)}/model.h5",
     "learned_reg": lambda spec: f"{RESULTS}/models/learned_reg/S{spec.shots}/stats.h5",
 }
 

@@ -2,8 +2,8 @@
 # Both train from resumable checkpoints under results/checkpoints/: a killed or preempted
 # job rerun with --rerun-incomplete continues from the last checkpoint.
 
-# The lowshot section less shots and losses: they choose the jobs, so they stay out of the
-# params (a new shot count must not rerun the trained models).
+# The lowshot section less shots, losses and replicates: they choose the jobs, so they
+# stay out of the params (a new shot count or replicate must not rerun the trained models).
 from lowshot.training.settings import gan_rule_settings, lowshot_settings
 
 # The GAN's validation curve (gan.validate_every > 0; lowshot/training/validation.py) is
@@ -49,20 +49,24 @@ rule train_gan:
         "../scripts/train_gan.py"
 
 
+# {replicate} is "" for replicate 1 (the paper's model: its paths, params and seed are
+# those of before replicates existed, so an existing tree reruns nothing) and "_r<r>" for
+# replicate r >= 2 (lowshot.replicates); the script reads the replicate from it.
 rule pretrain_lowshot:
     input:
         images=f"{RESULTS}/data/images.h5",
         splits=f"{RESULTS}/data/splits.h5",
     output:
-        model=f"{RESULTS}/models/lowshot/{{loss}}_S{{shots}}/model.h5",
-        losses=f"{RESULTS}/models/lowshot/{{loss}}_S{{shots}}/losses.csv",
+        model=f"{RESULTS}/models/lowshot/{{loss}}_S{{shots}}{{replicate}}/model.h5",
+        losses=f"{RESULTS}/models/lowshot/{{loss}}_S{{shots}}{{replicate}}/losses.csv",
     log:
-        f"{RESULTS}/logs/pretrain_lowshot/{{loss}}_S{{shots}}.log",
+        f"{RESULTS}/logs/pretrain_lowshot/{{loss}}_S{{shots}}{{replicate}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain_lowshot/{{loss}}_S{{shots}}.tsv"
+        f"{RESULTS}/benchmarks/pretrain_lowshot/{{loss}}_S{{shots}}{{replicate}}.tsv"
     wildcard_constraints:
         loss="l2|mmd",
         shots=r"\d+",
+        replicate=lsmethods.REPLICATE_FOLDER_SUFFIX,
     priority: 10
     conda:
         "../envs/torch.yaml"
@@ -73,7 +77,7 @@ rule pretrain_lowshot:
     params:
         settings=lowshot_settings(config["lowshot"]),
         runtime=RUNTIME,
-        checkpoint=f"{RESULTS}/checkpoints/lowshot/{{loss}}_S{{shots}}.pt",
+        checkpoint=f"{RESULTS}/checkpoints/lowshot/{{loss}}_S{{shots}}{{replicate}}.pt",
     script:
         "../scripts/pretrain_lowshot.py"
 

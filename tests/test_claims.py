@@ -56,6 +56,7 @@ def job(
             "method_kind": kind,
             "loss": loss,
             "shots": pd.array([shots] * n, dtype="Int64"),
+            "replicate": pd.array([(replicate or 1) if shots else None] * n, dtype="Int64"),
             "image_id": [f"{i:06d}.jpg" for i in range(n)],
             "psnr": values,
             "ssim": values / 100,
@@ -68,9 +69,8 @@ def job(
             "noise_std": 0.0,
         }
     )[tables.METRIC_COLUMNS]
-    if replicate is not None:
-        frame["replicate"] = pd.array([replicate if shots else None] * n, dtype="Int64")
-    return frame
+    # Without ``replicate`` the rows are those of a table written before replicates existed.
+    return frame if replicate is not None else frame.drop(columns="replicate")
 
 
 def lowshot(problem: str, loss: str, shots: int, psnr=0.0, **kwargs) -> pd.DataFrame:

@@ -460,6 +460,9 @@ def test_dry_run_plans_one_fit_per_shot_count(tmp_path: Path) -> None:
     assert "results/models/learned_reg/S10/stats.h5" in output
     table = output.split("Job stats:")[1].split("\n\n")[0]
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
-    # One fit per S; recoveries: 2 problems x (2 low-shot, untrained, csgm, iagan, 2 learned).
+    # One fit per S, on replicate 1's shots only (configs/test.yaml runs two low-shot
+    # replicates); recoveries: 2 problems x (2 low-shot x 2 replicates, untrained, csgm,
+    # iagan, 2 learned).
     assert counts["fit_learned_reg"] == 2
-    assert counts["recover"] == 2 * 7
+    assert counts["pretrain_lowshot"] == 2 * 2
+    assert counts["recover"] == 2 * 9

@@ -26,8 +26,12 @@ import yaml
 from conftest import copy_workflow
 from PIL import Image
 
-from lowshot import data, plots, reference, summary
+from lowshot import data, plots, reference, summary, tables
 from lowshot.config import load_config, method_names, problem_names
+from lowshot.io import load_lowshot
+from lowshot.methods import method_specs
+from lowshot.methods.lowshot import model_folder
+from lowshot.training import pretraining_seed
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -113,9 +117,8 @@ def test_every_expected_file_exists(pipeline):
         "figures/figure3.pdf",
         "figures/figure3.png",
     ]
-    for loss in config["lowshot"]["losses"]:
-        for shots in config["lowshot"]["shots"]:
-            expected.append(f"models/lowshot/{loss}_S{shots}/model.h5")
+    for folder in lowshot_folders(config):
+        expected.append(f"models/lowshot/{folder}/model.h5")
     for problem in problem_names(config):
         for method in method_names(config):
             expected.append(f"recovery/{problem}/{method}/shard0.h5")
@@ -135,6 +138,42 @@ def test_metrics_table_has_one_row_per_problem_method_image(pipeline):
     assert set(metrics["method"]) == set(method_names(config))
     assert np.isfinite(metrics["psnr"]).all()
     assert metrics["psnr"].between(3, 60).all(), metrics["psnr"].describe()
+
+
+def lowshot_folders(config) -> list[str]:
+    """The low-shot model folders of ``config``: ``<loss>_S<shots>[_r<r>]``."""
+    return [model_folder(spec) for spec in method_specs(config) if spec.kind == "lowshot"]
+
+
+def test_metrics_hold_every_replicate_of_the_lowshot_model(pipeline):
+    workdir, config = pipeline
+    results = workdir / "results"
+    replicates = config["lowshot"]["replicates"]
+    assert replicates == 2  # configs/test.yaml runs a second replicate end to end
+    metrics = tables.read_metrics_csv(results / "tables" / "metrics.csv")
+    assert str(metrics["replicate"].dtype) == "Int64"
+    lowshot = metrics[metrics["method_kind"] == "lowshot"]
+    per_replicate = lowshot.groupby("replicate").size().to_dict()
+    n_models = len(config["lowshot"]["losses"]) * len(config["lowshot"]["shots"])
+    n_rows = n_models * len(problem_names(config)) * config["split"]["n_test"]
+    assert per_replicate == {r: n_rows for r in range(1, replicates + 1)}
+    assert metrics.loc[metrics["shots"].isna(), "replicate"].isna().all()
+    # Replicate 1 is the paper's model (its seed of before); replicate 2 its own shots
+    # (disjoint: the corpus holds 2 x 10 faces) and seed.
+    loss, shots = config["lowshot"]["losses"][0], max(config["lowshot"]["shots"])
+    models = results / "models" / "lowshot"
+    first = load_lowshot(models / f"{loss}_S{shots}" / "model.h5").attrs
+    second = load_lowshot(models / f"{loss}_S{shots}_r2" / "model.h5").attrs
+    assert first["seed"] == pretraining_seed(config["seed"], 1)
+    assert second["seed"] == pretraining_seed(config["seed"], 2) != first["seed"]
+    split = data.load_split(results / "data" / "splits.h5")
+    assert np.array_equal(first["shot_rows"], split.shots[shots])
+    assert np.array_equal(second["shot_rows"], split.replicate_shots(2)[shots])
+    assert not np.intersect1d(first["shot_rows"], second["shot_rows"]).size
+    # The summary keeps them apart: one row per method name and problem.
+    summary = tables.read_summary_csv(results / "tables" / "psnr_summary.csv")
+    assert not summary.duplicated(["problem", "method"]).any()
+    assert set(summary.loc[summary["method_kind"] == "lowshot", "replicate"]) == {1, 2}
 
 
 def test_data_stage_extracted_and_split_the_shared_faces(pipeline):
@@ -165,9 +204,8 @@ def test_every_rule_is_logged_and_benchmarked(pipeline):
         "figure3",
     )
     jobs = [f"{rule}/{rule}" for rule in single]
-    for loss in config["lowshot"]["losses"]:
-        for shots in config["lowshot"]["shots"]:
-            jobs.append(f"pretrain_lowshot/{loss}_S{shots}")
+    for folder in lowshot_folders(config):
+        jobs.append(f"pretrain_lowshot/{folder}")
     for problem in problem_names(config):
         for method in method_names(config):
             jobs.append(f"recover/{problem}/{method}/shard0")
@@ -339,6 +377,21 @@ def test_changing_one_ratio_reruns_only_the_jobs_it_touches(pipeline):
     (workdir / "changed.yaml").write_text(yaml.safe_dump(changed))
     jobs = planned_jobs(workdir, "--configfile", "changed.yaml")
     assert jobs.pop("recover") == len(method_names(config))
+    assert set(jobs) <= {"collect_metrics", "check_claims", "figure1", "figure3", "all"}
+
+
+def test_another_replicate_adds_only_its_own_jobs(pipeline):
+    """Replicates are selection keys, like the shot counts: raising lowshot.replicates
+    retrains and recovers nothing that exists (and replicates: 1 keeps replicate 1's
+    names, params and seeds, so a tree from before replicates reruns nothing)."""
+    workdir, config = pipeline
+    changed = yaml.safe_load((workdir / "pipeline.yaml").read_text())
+    changed["lowshot"]["replicates"] = config["lowshot"]["replicates"] + 1
+    (workdir / "more.yaml").write_text(yaml.safe_dump(changed))
+    jobs = planned_jobs(workdir, "--configfile", "more.yaml")
+    n_models = len(config["lowshot"]["losses"]) * len(config["lowshot"]["shots"])
+    assert jobs.pop("pretrain_lowshot") == n_models
+    assert jobs.pop("recover") == n_models * len(problem_names(config))
     assert set(jobs) <= {"collect_metrics", "check_claims", "figure1", "figure3", "all"}
 
 

@@ -167,8 +167,8 @@ def test_slurm_profile_groups_real_rules_and_sizes_a_group_for_one_job_at_a_time
     assert set(groups) <= workflow_rules(), sorted(set(groups) - workflow_rules())
     # Training stays one job per model: minutes to hours of GPU work each, in parallel.
     assert not {"train_gan", "pretrain_lowshot", "fit_learned_reg"} & set(groups)
-    # configs/test.yaml's 6 recovery chains (2 problems x lowshot, untrained, CSGM->IAGAN)
-    # in one Slurm job.
+    # A problem's recovery chains (lowshot, untrained, CSGM->IAGAN) in one Slurm job
+    # (configs/test.yaml's 8, with two low-shot replicates, in two).
     assert document["group-components"]["recover"] >= 6
     assert set(document["group-components"]) <= set(groups.values())
     # Every job takes the one slot of its Slurm job; the slot is per Slurm job (local).
@@ -198,30 +198,39 @@ def dry_run(*args: str, cwd: Path = ROOT) -> str:
 @pytest.mark.slow
 def test_test_grid_as_typed_groups_every_recovery_and_local_runs_group_nothing() -> None:
     """`snakemake --cores 8 --profile slurm` in the repository root: the test grid's jobs go
-    to Slurm as 5 (data, train_gan, pretrain_lowshot, its 8 recoveries, the report), at
-    least 3x fewer than the 17 of one job each; without the profile nothing is grouped."""
+    to Slurm as 7 (data, train_gan, two pretrain_lowshot replicates, its 10 recoveries in
+    two, the report), almost 3x fewer than the 20 of one job each; without the profile
+    nothing is grouped."""
     grouped = dry_run("--cores", "8", "--profile", "slurm", "--configfile", "configs/test.yaml")
     assert "Using profiles slurm and workflow specific profile profiles/default" in grouped
     # `[date] Group job NAME (...)`, then its jobs indented (`    rule NAME:`); a job of its
     # own is `rule NAME:` in column 0.
-    group_jobs: dict[str, list[str]] = {}
+    group_jobs: list[tuple[str, list[str]]] = []  # (group, its jobs' rules)
     single = []
     group = None
     for line in grouped.splitlines():
         if match := re.search(r"\] Group job (\w+) ", line):
             group = match.group(1)
-            group_jobs[group] = []
+            group_jobs.append((group, []))
         elif match := re.match(r"rule (\w+):$", line):
             group = None
             single.append(match.group(1))
         elif group and (match := re.match(r"\s+rule (\w+):$", line)):
-            group_jobs[group].append(match.group(1))
-    assert sorted(group_jobs["recover"]) == ["recover"] * 8
-    assert sorted(group_jobs["data"]) == ["extract_images", "split_data"]
-    assert {"collect_metrics", "check_claims", "figure1", "figure2"} <= set(group_jobs["report"])
+            group_jobs[-1][1].append(match.group(1))
+    by_group: dict[str, list[list[str]]] = {}
+    for name, rules in group_jobs:
+        by_group.setdefault(name, []).append(sorted(rules))
+    # 10 recoveries in 8 chains: at most 6 chains (group-components) per Slurm job, so two.
+    assert len(by_group["recover"]) == 2
+    assert [rule for rules in by_group["recover"] for rule in rules] == ["recover"] * 10
+    assert by_group["data"] == [["extract_images", "split_data"]]
+    (report,) = by_group["report"]
+    assert {"collect_metrics", "check_claims", "figure1", "figure2"} <= set(report)
     single.remove("all")  # no Slurm job: it only names the targets
-    assert sorted(single) == ["pretrain_lowshot", "train_gan"]
-    assert len(group_jobs) + len(single) <= 17 // 3
+    assert sorted(single) == ["pretrain_lowshot", "pretrain_lowshot", "train_gan"]
+    n_jobs = len(single) + sum(len(rules) for _, rules in group_jobs)
+    assert n_jobs == 20
+    assert len(group_jobs) + len(single) == 7
     local = dry_run("--cores", "2", "--configfile", "configs/test.yaml")
     assert "Group job" not in local
 

@@ -82,6 +82,7 @@ def metrics_rows(method: str, offset: float) -> pd.DataFrame:
             "method_kind": spec.kind,
             "loss": spec.loss,
             "shots": pd.array([spec.shots] * 3, dtype="Int64"),
+            "replicate": pd.array([spec.replicate] * 3, dtype="Int64"),
             "image_id": ["000001.jpg", "000002.jpg", "000003.jpg"],
             "psnr": psnr,
             "ssim": psnr / 100,

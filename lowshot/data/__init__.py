@@ -31,6 +31,7 @@ from lowshot.data.split import (
     choose_split,
     load_split,
     load_validation,
+    replicate_shots,
     split_data,
 )
 from lowshot.data.store import ExtractionReport, extract_images, load_ids, load_images, load_uint8
@@ -63,6 +64,7 @@ __all__ = [
     "load_split",
     "load_uint8",
     "load_validation",
+    "replicate_shots",
     "resolve_crop",
     "split_data",
 ]

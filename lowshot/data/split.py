@@ -8,7 +8,7 @@ Split file (``results/data/splits.h5``): row indices into the image store, writt
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,8 @@ class Split:
     ``test`` (n_test,) and ``validation`` (n_validation,) are ascending and disjoint from
     each other and from every training row; ``validation`` is empty (shape (0,)) when
     n_validation is 0 or the file predates validation faces. ``shots[S]`` (S,) is nested:
-    shots[5] == shots[10][:5], and inside ``gan_corpus`` (ascending).
+    shots[5] == shots[10][:5], and inside ``gan_corpus`` (ascending). These are replicate
+    1's shots; ``replicate_shots(r)`` gives replicate r's (``lowshot.replicates``).
     """
 
     test: np.ndarray
@@ -43,6 +44,11 @@ class Split:
     attrs: dict[str, Any] = field(default_factory=dict)
     validation: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     validation_ids: list[str] = field(default_factory=list)
+
+    def replicate_shots(self, replicate: int) -> dict[int, np.ndarray]:
+        """Replicate ``replicate``'s nested shot subsets {S: rows} (module function
+        ``replicate_shots``, from this split's GAN corpus, shots and seed)."""
+        return replicate_shots(self.gan_corpus, self.shots, replicate, int(self.attrs["seed"]))
 
 
 @dataclass
@@ -247,6 +253,48 @@ def choose_split(
         "n_train_pool": int(pool.size),
         "how": how,
     }
+
+
+def replicate_shots(
+    corpus: np.ndarray, first: Mapping[int, np.ndarray], replicate: int, seed: int
+) -> dict[int, np.ndarray]:
+    """The nested shot subsets {S: rows (S,) int64, in draw order} of one replicate.
+
+    ``corpus``: the GAN corpus rows (the split's ``gan_corpus``); ``first``: replicate
+    1's subsets (the split's ``shots``, nested: first[5] == first[10][:5]), which this
+    returns, copied, for ``replicate`` 1: the paper's single draw, unchanged. ``seed``:
+    the split's (config) seed.
+
+    Replicate r >= 2 draws its M = max(S) rows from the corpus rows that no replicate
+    before it uses (1, 2, ..., r - 1, each recomputed here, so a replicate does not
+    depend on how many come after it), in a random order from ``derive_seed(seed,
+    "split", "shots", "replicate", r)``; when fewer than M such rows are left (the corpus
+    holds fewer than r x M rows), the rest are drawn from the used rows, so replicates
+    then overlap in as few faces as the corpus allows. Its S-subsets are the first S
+    rows of that draw, nested like replicate 1's. Raises ``ValueError`` for a replicate
+    < 1, subsets that are not nested prefixes, or a corpus smaller than M.
+    """
+    if replicate < 1:
+        raise ValueError(f"replicate must be >= 1, not {replicate}")
+    sizes = sorted(first)
+    if not sizes:
+        raise ValueError("replicate_shots: no shot subsets given")
+    largest = np.asarray(first[sizes[-1]], np.int64)
+    for size in sizes:
+        if not np.array_equal(first[size], largest[:size]):
+            raise ValueError(f"replicate_shots: the {size}-shot subset is not a prefix of the rest")
+    if replicate == 1:
+        return {size: largest[:size].copy() for size in sizes}
+    corpus = np.sort(np.asarray(corpus, np.int64))
+    if corpus.size < largest.size:
+        raise ValueError(f"replicate_shots: {largest.size} shots from a corpus of {corpus.size}")
+    used = np.isin(corpus, largest)
+    for index in range(2, replicate + 1):
+        rng = np.random.default_rng(derive_seed(seed, "split", "shots", "replicate", index))
+        order = np.concatenate([rng.permutation(corpus[~used]), rng.permutation(corpus[used])])
+        drawn = order[: largest.size]
+        used |= np.isin(corpus, drawn)
+    return {size: drawn[:size].copy() for size in sizes}
 
 
 def split_data(

@@ -13,17 +13,21 @@ from typing import Any
 
 from lowshot.methods.base import (
     METHODS,
+    REPLICATE_FOLDER_SUFFIX,
     MethodSpec,
     RecoveryMethod,
     RecoveryTask,
     recover,
     register,
+    replicate_of_suffix,
+    replicate_suffix,
     resolve_settings,
 )
 from lowshot.methods.engine import RecoveryResult, StageResult
 
 __all__ = [
     "METHODS",
+    "REPLICATE_FOLDER_SUFFIX",
     "MethodSpec",
     "RecoveryMethod",
     "RecoveryResult",
@@ -35,6 +39,8 @@ __all__ = [
     "parse_method",
     "recover",
     "register",
+    "replicate_of_suffix",
+    "replicate_suffix",
     "resolve_settings",
     "sort_key",
 ]

@@ -30,6 +30,7 @@ import abc
 import copy
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -83,12 +84,54 @@ class RecoveryTask:
 @dataclass(frozen=True)
 class MethodSpec:
     """One method instance: ``kind`` (its class), ``name`` (the workflow's wildcard) and,
-    for methods fitted to S examples with a loss, ``loss`` and ``shots``."""
+    for methods fitted to S examples with a loss, ``loss`` and ``shots``.
+
+    ``replicate``: for a method fitted to S examples (``shots`` given), which independent
+    draw of the shots and seeds it is (``lowshot.replicates``): 1, the paper's single
+    model per S, unless its name says another; None for methods fitted to no shots. A
+    spec with shots and no replicate is replicate 1 (so a plugin's specs need not say it).
+    """
 
     kind: str
     name: str
     loss: str | None = None
     shots: int | None = None
+    replicate: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.shots is None:
+            if self.replicate is not None:
+                raise ValueError(f"{self.name}: a replicate without shots ({self.replicate})")
+        elif self.replicate is None:
+            object.__setattr__(self, "replicate", 1)
+        elif self.replicate < 1:
+            raise ValueError(f"{self.name}: replicate must be >= 1, not {self.replicate}")
+
+
+# Replicate r >= 2 in names (replicate 1, the paper's model, has no suffix, so a name
+# never has two spellings): a whole number from 2 on, without leading zeros.
+REPLICATE_NUMBER = r"[2-9]|[1-9][0-9]+"
+# The suffix of a replicate's folder ("" or "_r<r>"), as a regular expression (the
+# Snakemake wildcard constraint of rule pretrain_lowshot's ``replicate``).
+REPLICATE_FOLDER_SUFFIX = rf"(_r({REPLICATE_NUMBER}))?"
+
+
+def replicate_suffix(replicate: int, separator: str) -> str:
+    """The suffix of replicate ``replicate`` (>= 1) in names: "" for replicate 1 (the
+    paper's model keeps its names), ``<separator>r<replicate>`` otherwise ("-" in method
+    names, "_" in model folders)."""
+    if replicate < 1:
+        raise ValueError(f"replicate must be >= 1, not {replicate}")
+    return "" if replicate == 1 else f"{separator}r{replicate}"
+
+
+def replicate_of_suffix(suffix: str) -> int:
+    """The replicate of a folder suffix (``REPLICATE_FOLDER_SUFFIX``, e.g. rule
+    pretrain_lowshot's ``replicate`` wildcard): "" -> 1, "_r<r>" -> r (r >= 2). Raises
+    ValueError for anything else."""
+    if not re.fullmatch(REPLICATE_FOLDER_SUFFIX, suffix):
+        raise ValueError(f"not a replicate suffix: {suffix!r} ('' or '_r<r>' with r >= 2)")
+    return int(suffix[2:]) if suffix else 1
 
 
 class RecoveryMethod(abc.ABC):

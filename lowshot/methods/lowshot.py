@@ -10,7 +10,14 @@ from typing import Any
 import torch
 
 from lowshot.gaussian import gaussian_from_normal
-from lowshot.methods.base import MethodSpec, RecoveryMethod, RecoveryTask, register
+from lowshot.methods.base import (
+    REPLICATE_NUMBER,
+    MethodSpec,
+    RecoveryMethod,
+    RecoveryTask,
+    register,
+    replicate_suffix,
+)
 from lowshot.methods.engine import (
     StageResult,
     joint_stage_settings,
@@ -23,15 +30,19 @@ from lowshot.methods.engine import (
 )
 from lowshot.seeds import derive_seed
 
-_NAME = re.compile(r"^lowshot-(?P<loss>l2|mmd)-S(?P<shots>[0-9]+)$")
+# Replicate 1 (the paper's one model per S) has no suffix; replicate r >= 2 has "-r<r>"
+# in the method name and "_r<r>" in the model folder (``replicate_suffix``).
+_NAME = re.compile(
+    rf"^lowshot-(?P<loss>l2|mmd)-S(?P<shots>[0-9]+)(?:-r(?P<replicate>{REPLICATE_NUMBER}))?$"
+)
 _LOSS_ORDER = {"mmd": 0, "l2": 1}
 _LOSS_LABELS = {"mmd": "MMD", "l2": "ℓ2"}
 
 
 @register
 class Lowshot(RecoveryMethod):
-    """``lowshot-<loss>-S<shots>``: one instance per pre-trained model of the config
-    (``lowshot.losses`` x ``lowshot.shots``).
+    """``lowshot-<loss>-S<shots>[-r<r>]``: one instance per pre-trained model of the config
+    (``lowshot.losses`` x ``lowshot.shots`` x ``lowshot.replicates``).
 
     The latent search (eq. 2) has ``restarts`` starts z = mean + L eps_r, eps_r ~ N(0, I)
     from the image's seed (sub-stream ("restart", r)), (mean, L L^T) the Gaussian fitted to
@@ -39,8 +50,8 @@ class Lowshot(RecoveryMethod):
     lowest final measurement loss winning; then ``joint_steps`` steps on z (``joint_z_lr``)
     and a per-image theta (``joint_theta_lr``) from there (eq. 3). Both stages follow the
     recipes every method shares (``lowshot.methods.engine``): the same search budget as
-    CSGM, the same joint stage as IAGAN. Every low-shot model draws the same eps per
-    (problem, image) (``seed_name``), so differences across S and loss are paired. The
+    CSGM, the same joint stage as IAGAN. Every low-shot model of a replicate draws the same
+    eps per (problem, image) (``seed_name``), so differences across S and loss are paired. The
     generator runs with its stored batch-norm statistics.
     """
 
@@ -52,9 +63,12 @@ class Lowshot(RecoveryMethod):
 
     @classmethod
     def method_names(cls, config: Mapping[str, Any]) -> list[str]:
+        """``lowshot-<loss>-S<shots>`` per loss and S, then the same with ``-r<r>`` for
+        every replicate r = 2 .. ``lowshot.replicates`` (default 1: none)."""
         lowshot = config["lowshot"]
         return [
-            f"lowshot-{loss}-S{shots}"
+            f"lowshot-{loss}-S{shots}{replicate_suffix(replicate, '-')}"
+            for replicate in range(1, lowshot.get("replicates", 1) + 1)
             for loss in lowshot["losses"]
             for shots in sorted(lowshot["shots"])
         ]
@@ -64,11 +78,16 @@ class Lowshot(RecoveryMethod):
         match = _NAME.match(name)
         if not match:
             return None
-        return MethodSpec(cls.kind, name, match["loss"], int(match["shots"]))
+        replicate = int(match["replicate"]) if match["replicate"] else 1
+        return MethodSpec(cls.kind, name, match["loss"], int(match["shots"]), replicate)
 
     @classmethod
     def seed_name(cls, spec: MethodSpec) -> str:
-        return cls.kind
+        """``lowshot`` for replicate 1, ``lowshot-r<r>`` for replicate r: every model of a
+        replicate (any loss and S) starts recovery from the same eps per (problem, image),
+        so comparisons across S and loss are paired within a replicate, and replicates
+        are independent draws."""
+        return cls.kind + replicate_suffix(spec.replicate or 1, "-")
 
     @classmethod
     def restarts(cls, settings: Mapping[str, Any]) -> int:
@@ -76,7 +95,10 @@ class Lowshot(RecoveryMethod):
 
     @classmethod
     def method_label(cls, spec: MethodSpec) -> str:
-        return f"{spec.shots}-shot ({_LOSS_LABELS.get(spec.loss or '', spec.loss)})"
+        """``10-shot (MMD)``; replicate r >= 2 ``10-shot (MMD, r2)``."""
+        loss = _LOSS_LABELS.get(spec.loss or "", spec.loss)
+        replicate = "" if (spec.replicate or 1) == 1 else f", r{spec.replicate}"
+        return f"{spec.shots}-shot ({loss}{replicate})"
 
     @classmethod
     def line_style(cls, spec: MethodSpec, siblings: Sequence[MethodSpec]) -> dict[str, Any]:
@@ -89,7 +111,7 @@ class Lowshot(RecoveryMethod):
 
     @classmethod
     def sort_key(cls, spec: MethodSpec) -> tuple[Any, ...]:
-        return (_LOSS_ORDER.get(spec.loss or "", 9), spec.shots or 0)
+        return (_LOSS_ORDER.get(spec.loss or "", 9), spec.shots or 0, spec.replicate or 1)
 
     @classmethod
     def run(cls, task: RecoveryTask) -> StageResult:
@@ -122,6 +144,13 @@ class Lowshot(RecoveryMethod):
             desc="lowshot joint",
             **task.options,
         )
+
+
+def model_folder(spec: MethodSpec) -> str:
+    """The folder under ``results/models/lowshot/`` of a low-shot instance's model:
+    ``<loss>_S<shots>``, ``<loss>_S<shots>_r<r>`` for replicate r >= 2 (its suffix is the
+    rule pretrain_lowshot's ``replicate`` wildcard, ``REPLICATE_FOLDER_SUFFIX``)."""
+    return f"{spec.loss}_S{spec.shots}{replicate_suffix(spec.replicate or 1, '_')}"
 
 
 def initial_codes(

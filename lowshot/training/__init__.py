@@ -89,6 +89,7 @@ from lowshot.training.pretrain import (
     LowshotResult,
     build_lowshot,
     pretrain_lowshot,
+    pretraining_seed,
 )
 from lowshot.training.samples import sample_grid
 from lowshot.training.settings import (
@@ -124,6 +125,7 @@ __all__ = [
     "gan_settings",
     "lowshot_settings",
     "pretrain_lowshot",
+    "pretraining_seed",
     "sample_grid",
     "train_wgan_gp",
     "with_validation_defaults",

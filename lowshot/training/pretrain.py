@@ -159,13 +159,15 @@ def pretrain_lowshot(
     """Low-shot pre-training, eq. (1): theta and one code z_i per example, jointly.
 
     images: the S examples x_i, (S, 3, 64, 64) float in [-1, 1] (or uint8 (S, 64, 64, 3)).
-    settings: the config's ``lowshot`` section: its training keys all
-    required; ``shots`` and ``losses`` may be present and are ignored (``lowshot_settings``).
+    settings: the config's ``lowshot`` section: its training keys all required; the
+    selection keys (``shots``, ``losses``, ``replicates``) may be present and are ignored
+    (``lowshot_settings``).
     run: how it runs (``TrainingRun``: latent size, seed, device, precision, checkpoint,
     progress bar, ``stop_after``, width).
     Codes start as N(0, I) draws (``pretraining_codes``: code i is the same for every S) and
     the generator with DCGAN weights, both from ``run.seed``; the jobs give every (loss, S)
-    the same seed, so all low-shot models start from one theta_0 and nested codes.
+    of a replicate the same seed (``pretraining_seed``), so the models of a replicate start
+    from one theta_0 and nested codes.
     Each of ``iterations`` Adam steps (``lr``, default betas) uses all S examples at once
     (full batch, generator norm ``"batch"``). ``loss``: ``"l2"`` (eq. 4, ``l2_loss``, G(z_i)
     paired with x_i) or ``"mmd"`` (eq. 5, ``mmd_loss``, a distribution match without
@@ -203,6 +205,22 @@ def pretrain_lowshot(
         finished=outcome.finished,
         shrinkage=config["covariance_shrinkage"],
     )
+
+
+def pretraining_seed(config_seed: int, replicate: int = 1) -> int:
+    """The pre-training seed (``TrainingRun.seed``) of every low-shot model of one
+    replicate (``lowshot.replicates``): it gives theta_0 and the initial codes.
+
+    Replicate 1: ``derive_seed(config_seed, "pretrain_lowshot")``, the seed every model
+    had before replicates existed (one theta_0 and nested codes for every loss and S, so
+    their differences are paired). Replicate r >= 2: ``derive_seed(config_seed,
+    "pretrain_lowshot", "replicate", r)``, its own theta_0 and codes, shared by its models.
+    """
+    if replicate < 1:
+        raise ValueError(f"replicate must be >= 1, not {replicate}")
+    if replicate == 1:
+        return derive_seed(config_seed, "pretrain_lowshot")
+    return derive_seed(config_seed, "pretrain_lowshot", "replicate", replicate)
 
 
 def pretraining_codes(seed: int, n: int, latent_dim: int) -> torch.Tensor:

@@ -14,8 +14,9 @@ from typing import Any
 from lowshot.config import schema_defaults
 
 # The ``lowshot`` section's keys that choose which models are trained, not how:
-# ``pretrain_lowshot`` accepts and ignores them, ``lowshot_settings`` drops them.
-LOWSHOT_SELECTION_KEYS = ("shots", "losses")
+# ``pretrain_lowshot`` accepts and ignores them, ``lowshot_settings`` drops them (so they
+# stay out of the rule's params: more replicates or shot counts retrain no model).
+LOWSHOT_SELECTION_KEYS = ("shots", "losses", "replicates")
 # The ``gan`` section's keys of the validation curve (``lowshot.training.validation``).
 GAN_VALIDATION_KEYS = ("validate_every", "validation_faces", "validation_steps", "patience")
 
@@ -48,8 +49,8 @@ def gan_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 def lowshot_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The training part of the ``lowshot`` section (every key but the selection keys).
 
-    ``shots`` and ``losses`` (``LOWSHOT_SELECTION_KEYS``) may be present and are dropped,
-    so the whole section can be passed; any other key is an error.
+    ``shots``, ``losses`` and ``replicates`` (``LOWSHOT_SELECTION_KEYS``) may be present
+    and are dropped, so the whole section can be passed; any other key is an error.
     """
     return section_settings("lowshot", settings, LOWSHOT_SELECTION_KEYS)
 
