@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lowshot.cuda_graphs import replayed
+from lowshot import cuda_graphs as graph_steps
 from lowshot.devices import autocast
 from lowshot.gaussian import fit_gaussian
 from lowshot.losses import l2_loss, median_bandwidth, mmd_loss
@@ -113,7 +113,7 @@ def build_lowshot(
     }
     generator = loop._new_generator(run, STAGE, dev)
     codes = nn.Parameter(pretraining_codes(seed, targets.shape[0], latent_dim).to(dev))
-    graphs = run.cuda_graphs and dev.type == "cuda"
+    graphs = graph_steps.graphs_on(run.cuda_graphs, dev)
     optimiser = torch.optim.Adam(
         [*generator.parameters(), codes], lr=config["lr"], capturable=graphs
     )
@@ -145,7 +145,7 @@ def build_lowshot(
         optimiser,
         targets,
         bandwidth,
-        replayed(step, dev) if graphs else step,
+        graph_steps.stepper(step, dev, graphs),
     )
 
 

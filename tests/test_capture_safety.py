@@ -1,0 +1,352 @@
+"""Capture safety, checked on the CPU: whatever runs inside a step that
+``cuda_graphs: True`` captures as a CUDA graph must be device work of static shapes, with
+no host synchronisation and no random draw (``lowshot.cuda_graphs.capture_check``).
+
+Every registered problem's A and A_adjoint (forward and backward), the engine's z step
+and joint step (both joint paths) on every problem, every registered method's recovery
+and the low-shot pre-training step run here with graphs "on" on the CPU: the seams of
+``lowshot.cuda_graphs`` (``graphs_on``, ``stepper``) are patched so that the loops build
+what they build for a capture (a ``capturable`` optimiser, autocast without its cache)
+and run each step under the check instead of capturing it. The registries are iterated,
+so a new problem or method is checked without editing this file (a family whose default
+config section asks for no problem needs an example in ``EXAMPLES``; a method whose model
+kind is new needs a stand-in in ``model_for``: both fail loudly until given one).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from lowshot import cuda_graphs
+from lowshot.config import NOISE_SCHEMA
+from lowshot.cuda_graphs import CaptureError, capture_check
+from lowshot.io import LearnedRegStats, LowshotModel
+from lowshot.methods import METHODS, engine, recover, resolve_settings
+from lowshot.methods.engine import optimise_joint, optimise_latent, stack_parameters
+from lowshot.models import Generator, init_dcgan_weights
+from lowshot.problems import PROBLEMS, Operator, make_operator, parse_problem
+from lowshot.problems.inpainting import Inpainting, random_mask
+from lowshot.training import TrainingRun, build_lowshot
+from lowshot.training.settings import lowshot_settings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LATENT = 16
+WIDTH = 4
+# Problems of the families whose default config section asks for none (our choice: one
+# of each shape of operator the family has).
+EXAMPLES = {
+    "inpainting": ["inpaint-0.3", "inpaint-box32"],
+    "super_resolution": ["sr-x4"],
+    "denoising": ["denoise"],
+    "noisy_cs": ["cs-0.05-noise0.1"],
+}
+
+
+def example_problems(kind: str) -> list[str]:
+    """Problems of family ``kind``: what its default config section asks for, else
+    ``EXAMPLES``; the first two at most (one of each shape is enough)."""
+    cls = PROBLEMS[kind]
+    section = {key: copy.deepcopy(schema["default"]) for key, schema in cls.settings.items()}
+    section["noise_std"] = NOISE_SCHEMA["default"]
+    names = cls.problem_names(section) or EXAMPLES.get(kind, [])
+    assert names, f"problem family {kind!r}: add an example problem to EXAMPLES in {__file__}"
+    return names[:2]
+
+
+def every_problem() -> list[str]:
+    return [
+        name
+        for cls in sorted(PROBLEMS, key=lambda c: c.order)
+        for name in example_problems(cls.kind)
+    ]
+
+
+def operator_of(name: str) -> Operator:
+    return make_operator(parse_problem(name), config_seed=0)
+
+
+# --- the check itself: what it rejects, what it lets through ----------------------------
+
+
+MASK = torch.arange(64 * 64).reshape(64, 64) % 3 == 0
+REJECTED: dict[str, Callable[[torch.Tensor], Any]] = {
+    "boolean-mask read": lambda x: x[:, :, MASK],
+    "boolean-mask write": lambda x: (
+        x.detach().clone().__setitem__((slice(None), slice(None), MASK), 0.0)
+    ),
+    "nonzero": lambda x: (x > 0).nonzero(),
+    "masked_select": lambda x: x.masked_select(x > 0),
+    "item": lambda x: x.sum().item(),
+    "float()": lambda x: float(x.detach().sum()),
+    "Python if on a tensor": lambda x: bool((x > 0).any()),
+    "tolist": lambda x: x.detach().sum().tolist(),
+    "cpu()": lambda x: x.cpu(),
+    "to('cpu')": lambda x: x.to("cpu"),
+    "random draw": lambda x: x + torch.randn(x.shape),
+    "torch.tensor": lambda x: x * torch.tensor(2.0),
+}
+
+
+@pytest.mark.parametrize("what", list(REJECTED))
+def test_the_check_rejects_what_a_capture_rejects(what: str) -> None:
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    with pytest.raises(CaptureError), capture_check():
+        REJECTED[what](x)
+    # Outside the check the same code runs, and torch.Tensor's methods are restored.
+    REJECTED[what](x)
+    assert torch.Tensor.cpu is not None and x.to(torch.float64).dtype == torch.float64
+
+
+def test_the_check_lets_static_device_work_through() -> None:
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    index = MASK.flatten().nonzero().squeeze(1)
+    with capture_check():
+        picked = x.flatten(2).index_select(2, index)
+        gathered = x.flatten(2)[:, :, index]  # integer indexing: shape-static
+        kept = torch.where(x > 0, x, torch.zeros_like(x)).masked_fill(x < -3, 0.0)
+        low, high = torch.aminmax(kept.flatten(1), dim=1)
+        total = picked.sum() + gathered.sum() + low.sum() + high.sum() + x.to(torch.float64).sum()
+        total.backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+# --- the old inpainting, kept here to show what the check catches -----------------------
+
+
+class BooleanMaskInpainting(Inpainting):
+    """Inpainting as it was before its measurements became shape-static: A and A_adjoint
+    by indexing with the boolean mask (a ``nonzero`` and a host sync on every call)."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, self.mask].flatten(1)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        image = y.new_zeros(y.shape[0], 3, 64, 64)
+        image[:, :, self.mask] = y.reshape(y.shape[0], 3, -1)
+        return image
+
+
+@pytest.mark.parametrize("name", ["inpaint-0.3", "inpaint-0.01", "inpaint-box32"])
+def test_inpainting_measures_as_the_boolean_mask_does(name: str) -> None:
+    """The same values, bit for bit, as the boolean-mask formula, and its adjoint."""
+    operator = operator_of(name)
+    old = BooleanMaskInpainting(name, operator.mask)
+    x = torch.randn(3, 3, 64, 64, dtype=torch.float64)
+    y = torch.randn(3, operator.m, dtype=torch.float64)
+    assert torch.equal(operator.A(x), old.A(x))
+    assert torch.equal(operator.A_adjoint(y), old.A_adjoint(y))
+    assert operator.observed.dtype == torch.int64
+    assert operator.observed.shape == (operator.m // 3,)
+
+
+def test_the_boolean_mask_inpainting_fails_the_check() -> None:
+    old = BooleanMaskInpainting("inpaint-0.3", random_mask(0.3, seed=1))
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.raises(CaptureError, match="boolean mask"), capture_check():
+        old.A(x)
+    y = torch.randn(2, old.m)
+    with pytest.raises(CaptureError, match="boolean mask"), capture_check():
+        old.A_adjoint(y)
+
+
+# --- every problem's operator ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", every_problem())
+def test_every_problem_measures_capture_safely(name: str) -> None:
+    operator = operator_of(name)
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    y = torch.randn(2, operator.m)
+    with capture_check():
+        residual = operator.A(x) - y
+        back = operator.A_adjoint(residual)
+        (residual.square().sum() + back.sum()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# --- the loops, with graphs "on" on the CPU ---------------------------------------------
+
+
+class CheckedSteps:
+    """Stand-ins for ``lowshot.cuda_graphs``' seams: a loop asked for graphs gets them on
+    the CPU too, and every step it would capture runs under ``capture_check``."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+        # The ``capturable`` flag of every parameter group of the engine's optimisers.
+        self.capturable: list[bool] = []
+
+    def graphs_on(self, requested: bool, device: torch.device) -> bool:
+        del device
+        return requested
+
+    def stepper(
+        self, step: Callable[[], Any], device: torch.device, graphs: bool
+    ) -> Callable[[], Any]:
+        del device
+        if not graphs:
+            return step
+
+        def checked() -> Any:
+            with capture_check():
+                result = step()
+            self.checked += 1
+            return result
+
+        return checked
+
+
+def _capturable_on(device_types: list[str]) -> Callable[..., list[str]]:
+    def supported(supports_xla: bool = True) -> list[str]:
+        del supports_xla
+        return device_types
+
+    return supported
+
+
+@pytest.fixture
+def graphs_on_cpu(monkeypatch: pytest.MonkeyPatch) -> CheckedSteps:
+    """Graph mode on the CPU: the seams patched, and torch's optimisers allowed to run
+    their ``capturable`` code (state and step counts on the device, no host sync) on CPU
+    tensors, the code a CUDA capture runs."""
+    steps = CheckedSteps()
+    make = engine.make_optimiser
+
+    def spy(*args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        optimiser = make(*args, **kwargs)
+        steps.capturable += [group["capturable"] for group in optimiser.param_groups]
+        return optimiser
+
+    monkeypatch.setattr(engine, "make_optimiser", spy)
+    monkeypatch.setattr(cuda_graphs, "graphs_on", steps.graphs_on)
+    monkeypatch.setattr(cuda_graphs, "stepper", steps.stepper)
+    supported = _capturable_on(["cpu", "cuda"])
+    for name, module in list(sys.modules.items()):
+        if name.startswith("torch.optim") and hasattr(module, "_get_capturable_supported_devices"):
+            monkeypatch.setattr(module, "_get_capturable_supported_devices", supported)
+    return steps
+
+
+def tiny_generator(seed: int = 0) -> Generator:
+    """A width-4 DCGAN with stored batch-norm statistics, frozen."""
+    generator = Generator(LATENT, WIDTH)
+    init_dcgan_weights(generator, torch.Generator().manual_seed(seed))
+    generator.norm = "stored"
+    return generator.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("name", every_problem())
+def test_the_engines_steps_are_capture_safe_on_every_problem(
+    name: str, graphs_on_cpu: CheckedSteps
+) -> None:
+    operator, generator = operator_of(name), tiny_generator()
+    y = torch.randn(2, operator.m)
+    z0 = torch.randn(2, LATENT)
+    options = {"steps": 2, "cuda_graphs": True, "progress": False}
+    latent = optimise_latent(generator, operator, y, z0, lr=0.01, **options)
+    assert graphs_on_cpu.checked == 2
+    for path in ("gemm", "vmap"):
+        params = stack_parameters(generator, 2)
+        optimise_joint(
+            generator, params, operator, y, z0, theta_lr=1e-3, z_lr=1e-3, path=path, **options
+        )
+    assert graphs_on_cpu.checked == 6
+    assert graphs_on_cpu.capturable == [True] * 5  # z; theta and z on each path
+    assert torch.isfinite(latent.loss).all()
+
+
+def test_the_check_fails_the_engine_on_the_boolean_mask_inpainting(
+    graphs_on_cpu: CheckedSteps,
+) -> None:
+    operator = BooleanMaskInpainting("inpaint-0.3", random_mask(0.3, seed=1))
+    y = torch.randn(2, operator.m)
+    with pytest.raises(CaptureError, match="boolean mask"):
+        optimise_latent(
+            tiny_generator(), operator, y, torch.randn(2, LATENT), steps=2, lr=0.01,
+            cuda_graphs=True, progress=False,
+        )  # fmt: skip
+
+
+# --- every method -----------------------------------------------------------------------
+
+
+def model_for(kind: str) -> Any:
+    """A tiny stand-in of the model a method of ``kind`` needs (its class's ``model``)."""
+    needs = METHODS[kind].model
+    generator = tiny_generator(seed=1)
+    if needs is None:
+        # The untrained network takes an optional template: a tiny one keeps this fast.
+        return generator if kind in ("untrained",) else None
+    if needs == "gan":
+        return generator
+    if needs == "lowshot":
+        codes = torch.randn(4, LATENT)
+        return LowshotModel(generator, codes, codes.mean(0), torch.eye(LATENT), {})
+    if needs == "learned_reg":
+        layers = tuple(name for name, _ in Generator(LATENT, WIDTH).named_parameters())
+        size = len(layers)
+        return LearnedRegStats(
+            layers, torch.zeros(size, dtype=torch.float64), torch.eye(size, dtype=torch.float64),
+            torch.zeros(2, size, dtype=torch.float64), LATENT, WIDTH, {},
+        )  # fmt: skip
+    pytest.fail(f"method {kind!r} needs a {needs!r} model: add a stand-in to model_for")
+
+
+def tiny_settings(kind: str) -> dict[str, Any]:
+    """The method's defaults with every step count at 2, windows and restarts at 1."""
+    settings = resolve_settings(kind, None)
+    for key, value in settings.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            if key.endswith(("steps", "iterations")):
+                settings[key] = 2
+            elif key in ("window", "restarts"):
+                settings[key] = 1
+    return settings
+
+
+def run_method(kind: str, operator: Operator, y: torch.Tensor) -> Any:
+    cls = METHODS[kind]
+    start = None
+    if cls.starts_from is not None:
+        start = run_method(cls.starts_from, operator, y)
+    return recover(
+        kind, operator, y, seeds=[11, 12], settings=tiny_settings(kind), model=model_for(kind),
+        latent_dim=LATENT, start=start, cuda_graphs=True, progress=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(METHODS.names()))
+def test_every_method_recovers_capture_safely(kind: str, graphs_on_cpu: CheckedSteps) -> None:
+    """Each method on two problems of different shapes (measurements fewer than pixels,
+    and the inpainting mask), with every step it would capture checked."""
+    for name in ("cs-0.05", "inpaint-0.3"):
+        operator = operator_of(name)
+        result = run_method(kind, operator, torch.randn(2, operator.m))
+        assert len(result) == 2
+    if kind != "sparsity":  # FISTA has no graphed loop: its steps are A and A_adjoint
+        assert graphs_on_cpu.checked > 0
+        assert graphs_on_cpu.capturable and all(graphs_on_cpu.capturable)
+
+
+@pytest.mark.parametrize("loss", ["l2", "mmd"])
+def test_the_pretraining_step_is_capture_safe(loss: str, graphs_on_cpu: CheckedSteps) -> None:
+    settings = lowshot_settings(
+        {"iterations": 2, "lr": 1e-3, "mmd_bandwidth": "median", "covariance_shrinkage": 0.1,
+         "checkpoint_every": 10, "log_every": 10}
+    )  # fmt: skip
+    run = TrainingRun(
+        latent_dim=LATENT, seed=0, device="cpu", precision="fp32", progress=False,
+        width=WIDTH, cuda_graphs=True,
+    )  # fmt: skip
+    trainer = build_lowshot(torch.rand(3, 3, 64, 64) * 2 - 1, settings, run, loss=loss)
+    assert trainer.optimiser.param_groups[0]["capturable"]
+    for _ in range(2):
+        trainer.step()
+    assert graphs_on_cpu.checked == 2
