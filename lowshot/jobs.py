@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lowshot import data, images, methods, metrics, problems
-from lowshot.devices import log_peak_memory, peak_memory_mb, prepare_device
+from lowshot.devices import effective_precision, log_peak_memory, peak_memory_mb, prepare_device
 from lowshot.io import (
     atomic_path,
     load_gan,
@@ -61,6 +61,19 @@ class Runtime:
     latent_dim: int
     threads: int | None = None
     cuda_graphs: bool = False
+
+
+def run_attrs(runtime: Runtime, device: torch.device) -> dict[str, Any]:
+    """How a job ran, recorded in the attributes of every file it writes: ``device``,
+    ``precision`` (the config's) beside ``effective_precision`` (what the arithmetic was
+    on that device: ``lowshot.devices.effective_precision``), and ``cuda_graphs`` (True
+    only where steps were replayed as CUDA graphs: asked for, on CUDA)."""
+    return {
+        "device": str(device),
+        "precision": runtime.precision,
+        "effective_precision": effective_precision(runtime.precision, device),
+        "cuda_graphs": runtime.cuda_graphs and device.type == "cuda",
+    }
 
 
 def _write_png(image: np.ndarray, path: PathLike) -> None:
@@ -122,7 +135,7 @@ def train_gan_job(
     validate = settings["validate_every"] > 0
     if validate and validation_out is None:
         raise ValueError("gan.validate_every > 0 needs validation_out, the curve's CSV")
-    torch_device = prepare_device(runtime.device, runtime.threads)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
     split = data.load_split(splits_h5)
     # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
     images = data.load_uint8(images_h5, split.gan_corpus)
@@ -140,7 +153,13 @@ def train_gan_job(
         curve["validation_images"] = data.load_uint8(images_h5, split.validation[:wanted])
         curve["on_validation"] = lambda rows: training.write_log_csv(validation_out, rows)
     result = training.train_wgan_gp(images, settings, run, **curve)
-    attrs = {"method": "wgan-gp", "seed": job_seed, "corpus_size": len(images), **_flat(settings)}
+    attrs = {
+        "method": "wgan-gp",
+        "seed": job_seed,
+        "corpus_size": len(images),
+        **_flat(settings),
+        **run_attrs(runtime, torch_device),
+    }
     save_gan(generator_out, result.generator, attrs)
     training.write_log_csv(losses_out, result.log)
     if validate:
@@ -175,7 +194,7 @@ def pretrain_lowshot_job(
     from lowshot import training
 
     settings = training.lowshot_settings(settings)
-    torch_device = prepare_device(runtime.device, runtime.threads)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
     split = data.load_split(splits_h5)
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
@@ -184,7 +203,13 @@ def pretrain_lowshot_job(
     job_seed = derive_seed(runtime.seed, "pretrain_lowshot")
     run = _training_run(runtime, torch_device, job_seed, checkpoint, options)
     result = training.pretrain_lowshot(images, settings, run, loss=loss)
-    attrs = {"loss": loss, "shots": shots, "seed": job_seed, **_flat(settings)}
+    attrs = {
+        "loss": loss,
+        "shots": shots,
+        "seed": job_seed,
+        **_flat(settings),
+        **run_attrs(runtime, torch_device),
+    }
     save_lowshot(model_out, result, attrs)
     training.write_log_csv(losses_out, result.log)
     log_peak_memory(torch_device)
@@ -247,7 +272,7 @@ def recover_job(
     method's ``starts_from`` method for the same shard.
     """
     seed = runtime.seed
-    torch_device = prepare_device(runtime.device, runtime.threads)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
     the_problem = problems.parse_problem(problem)
     the_method = methods.parse_method(method)
     method_class = methods.family(the_method)
@@ -312,9 +337,7 @@ def recover_job(
         "noise_std": noise_std,
         "seed": seed,
         "measurements": operator.m,
-        "device": str(torch_device),
-        "precision": runtime.precision,
-        "cuda_graphs": runtime.cuda_graphs and torch_device.type == "cuda",
+        **run_attrs(runtime, torch_device),
         "positions": list(positions),
     }
     write_recovery(output, fields, attrs)
@@ -359,7 +382,7 @@ def fit_learned_reg_job(
     subset = data.load_split(splits_h5).shots.get(shots)
     if subset is None:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset")
-    torch_device = prepare_device(runtime.device, runtime.threads)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
     # One seed for every S: example i gets the same fit in every (nested) subset.
     job_seed = derive_seed(runtime.seed, "fit_learned_reg")
     result = fit_learned_reg(
@@ -367,7 +390,8 @@ def fit_learned_reg_job(
         settings,
         _training_run(runtime, torch_device, job_seed, None, options),
     )
-    save_learned_reg(stats_out, result.stats, {"seed": job_seed, **_flat(settings)})
+    attrs = {"seed": job_seed, **_flat(settings), **run_attrs(runtime, torch_device)}
+    save_learned_reg(stats_out, result.stats, attrs)
     training.write_log_csv(fits_out, result.log)
     log_peak_memory(torch_device)
 

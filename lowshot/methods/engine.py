@@ -41,7 +41,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from lowshot import cuda_graphs as graph_steps
-from lowshot.devices import autocast
+from lowshot.devices import autocast, set_precision
 from lowshot.methods.batched_generator import per_image_generator
 from lowshot.problems import Operator
 from lowshot.seeds import seeded_generator
@@ -437,6 +437,7 @@ def _optimise(
     window_start = max(0, steps + 1 - max(1, stage.window))
     step = torch.zeros((), dtype=torch.int64, device=device)
     graphs = graph_steps.graphs_on(stage.cuda_graphs, device)
+    set_precision(stage.precision, device)  # fp32 means IEEE fp32, tf32 opts in
     optimise = make_optimiser(groups, optimiser, momentum, capturable=graphs)
 
     def evaluate() -> torch.Tensor:

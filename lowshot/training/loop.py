@@ -49,7 +49,8 @@ class TrainingRun:
     latent_dim, seed, device, precision: the config's ``model.latent_dim``, ``seed``,
     ``device`` and ``precision`` (no defaults here: the config schema is their one home;
     a job passes its derived seed). device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a
-    ``torch.device``; precision: ``"fp32"``, or ``"bf16"`` to autocast on CUDA.
+    ``torch.device``; precision: ``"fp32"``, ``"tf32"`` or ``"bf16"``
+    (``lowshot.devices.set_precision``, which the trainers apply).
     The rest are run mechanics: checkpoint_path, where the run checkpoints and resumes
     from (None: neither); progress, whether to show a progress bar; stop_after, return
     after that step as if killed there (package docstring; for testing resumption);

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lowshot import cuda_graphs as graph_steps
-from lowshot.devices import autocast
+from lowshot.devices import autocast, set_precision
 from lowshot.gaussian import fit_gaussian
 from lowshot.losses import l2_loss, median_bandwidth, mmd_loss
 from lowshot.metrics import psnr
@@ -91,6 +91,7 @@ def build_lowshot(
         raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
     latent_dim, seed, precision = run.latent_dim, run.seed, run.precision
     dev = loop._device(run.device)
+    set_precision(precision, dev)  # fp32 means IEEE fp32, tf32 opts in
     targets = loop._to_float(loop._as_images(images), dev)
     if targets.shape[0] < 2:
         raise ValueError("pre-training needs at least two examples")
