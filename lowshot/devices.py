@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 import torch
@@ -26,7 +27,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def prepare_device(
-    name: str = "auto", threads: int | None = None, precision: str = "fp32"
+    name: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
+    gpu: str | None = None,
 ) -> torch.device:
     """Resolve ``name`` (``resolve_device``), cap torch's CPU threads, apply the precision
     policy (``set_precision``) and log the device and the precision in one line.
@@ -35,15 +39,54 @@ def prepare_device(
     one thread per core of the whole node, and jobs sharing a node (or a Slurm allocation
     of a few cores on a large node) then fight over cores, which slows CPU runs manyfold.
     ``precision``: the config's ``precision`` (``PRECISIONS``).
+    ``gpu``: what the job's resources asked of a GPU (``lowshot.jobs.gpu_request``, e.g.
+    ``"gpu=1"`` under profiles/slurm), or None. A job that asked for one fails here, at
+    once, when CUDA cannot be used (``require_cuda``), unless its device is ``cpu``.
     """
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, not {threads}")
         torch.set_num_threads(threads)
+    if gpu is not None and name != "cpu":
+        require_cuda(gpu)
+    elif gpu is not None:
+        log.warning("the job asked for a GPU (%s), but device: cpu runs it on the CPU", gpu)
     device = resolve_device(name)
     set_precision(precision, device)
     log_device(device, precision)
     return device
+
+
+def _start_cuda() -> None:
+    """Create this process's CUDA context (its first tensor on the card)."""
+    torch.empty(0, device="cuda")
+
+
+def require_cuda(gpu: str) -> None:
+    """Fail at once, with what to check, when a job that asked for a GPU (``gpu``: its
+    resources, e.g. ``"gpu=1"``) cannot use CUDA: torch sees no card, or cannot start
+    one (an exclusive-process card already held by another process). Without this,
+    ``device: auto`` would fall back to the CPU and train for the whole time limit and
+    its retries."""
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise RuntimeError(
+            f"this job asked for a GPU ({gpu}), but torch sees no CUDA device (torch "
+            f"{torch.__version__}, built for CUDA {torch.version.cuda}; "
+            f"CUDA_VISIBLE_DEVICES={visible}). Stopping now rather than running on the CPU. "
+            "Check that the job's node has a card and a driver (nvidia-smi), that the Slurm "
+            "partition gives GPUs (SBATCH_PARTITION), and that torch is a CUDA build; to run "
+            "on the CPU on purpose, use the default profile or --config device=cpu."
+        )
+    try:  # the CUDA context, which the job creates anyway: fail here if it cannot
+        _start_cuda()
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"this job asked for a GPU ({gpu}) and torch sees one, but cannot start CUDA on "
+            f"it: {error}. On a card in exclusive-process compute mode (nvidia-smi "
+            "--query-gpu=compute_mode --format=csv) only one process may use it at a time: "
+            "see profiles/gpu-node/config.yaml for running one torch job at a time."
+        ) from error
 
 
 # The config's ``precision`` values (the schema's enum is filled from here); what each

@@ -49,10 +49,13 @@ class Runtime:
     """What every torch job shares: the config's ``seed``, ``device``, ``precision`` and
     ``model.latent_dim``, the job's CPU ``threads`` (None: torch's default) and the
     config's ``cuda_graphs`` (recovery and pre-training steps as CUDA graphs; False, as
-    in the schema).
+    in the schema), and ``gpu``: what the job's resources asked of a GPU
+    (``gpu_request``; None: nothing), which makes the job fail at once where CUDA cannot
+    be used (``lowshot.devices.prepare_device``).
 
-    The rules pass all but ``threads`` as one ``runtime`` param (``RUNTIME`` in
-    ``rules/common.smk``); the scripts add ``snakemake.threads``.
+    The rules pass all but ``threads`` and ``gpu`` as one ``runtime`` param (``RUNTIME``
+    in ``rules/common.smk``); the scripts add ``snakemake.threads`` and
+    ``gpu_request(snakemake.resources)``.
     """
 
     seed: int
@@ -61,6 +64,26 @@ class Runtime:
     latent_dim: int
     threads: int | None = None
     cuda_graphs: bool = False
+    gpu: str | None = None
+
+
+# The job resources that ask for a GPU: profiles/slurm's ``gpu`` (sbatch --gpus) or a
+# ``gres`` naming one, profiles/gpu-node's ``gpu_mem_mb`` (a share of the card).
+GPU_RESOURCES = ("gpu", "gpus", "gres", "gpu_mem_mb")
+
+
+def gpu_request(resources: Any) -> str | None:
+    """What a job's ``resources`` (``snakemake.resources``, or any mapping with ``get``)
+    ask of a GPU, as ``"gpu=1"`` (the first that does, in ``GPU_RESOURCES`` order), or
+    None when they ask for none (0, absent, or a gres without "gpu")."""
+    for key in GPU_RESOURCES:
+        value = resources.get(key)
+        if value in (None, "", 0, "0"):
+            continue
+        if key == "gres" and "gpu" not in str(value):
+            continue
+        return f"{key}={value}"
+    return None
 
 
 def run_attrs(runtime: Runtime, device: torch.device) -> dict[str, Any]:
@@ -135,7 +158,7 @@ def train_gan_job(
     validate = settings["validate_every"] > 0
     if validate and validation_out is None:
         raise ValueError("gan.validate_every > 0 needs validation_out, the curve's CSV")
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     split = data.load_split(splits_h5)
     # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
     images = data.load_uint8(images_h5, split.gan_corpus)
@@ -194,7 +217,7 @@ def pretrain_lowshot_job(
     from lowshot import training
 
     settings = training.lowshot_settings(settings)
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     split = data.load_split(splits_h5)
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
@@ -272,7 +295,7 @@ def recover_job(
     method's ``starts_from`` method for the same shard.
     """
     seed = runtime.seed
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     the_problem = problems.parse_problem(problem)
     the_method = methods.parse_method(method)
     method_class = methods.family(the_method)
@@ -379,10 +402,10 @@ def fit_learned_reg_job(
     from lowshot.training.learned_reg import fit_learned_reg
 
     settings = fit_settings(settings)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     subset = data.load_split(splits_h5).shots.get(shots)
     if subset is None:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset")
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision)
     # One seed for every S: example i gets the same fit in every (nested) subset.
     job_seed = derive_seed(runtime.seed, "fit_learned_reg")
     result = fit_learned_reg(

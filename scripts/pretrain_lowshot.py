@@ -1,6 +1,6 @@
 """Rule pretrain_lowshot: theta and codes on S examples (see lowshot.jobs.pretrain_lowshot_job)."""
 
-from lowshot.jobs import Runtime, pretrain_lowshot_job
+from lowshot.jobs import Runtime, gpu_request, pretrain_lowshot_job
 from lowshot.logs import setup_rule_logging
 
 setup_rule_logging(snakemake.log[0])
@@ -14,5 +14,7 @@ pretrain_lowshot_job(
     losses_out=snakemake.output.losses,
     checkpoint=params.checkpoint,
     settings=params.settings,
-    runtime=Runtime(**params.runtime, threads=snakemake.threads),
+    runtime=Runtime(
+        **params.runtime, threads=snakemake.threads, gpu=gpu_request(snakemake.resources)
+    ),
 )
