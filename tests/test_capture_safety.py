@@ -8,69 +8,29 @@ and the low-shot pre-training step run here with graphs "on" on the CPU: the sea
 ``lowshot.cuda_graphs`` (``graphs_on``, ``stepper``) are patched so that the loops build
 what they build for a capture (a ``capturable`` optimiser, autocast without its cache)
 and run each step under the check instead of capturing it. The registries are iterated,
-so a new problem or method is checked without editing this file (a family whose default
-config section asks for no problem needs an example in ``EXAMPLES``; a method whose model
-kind is new needs a stand-in in ``model_for``: both fail loudly until given one).
+so a new problem or method is checked without editing this file (tests/standins.py
+holds the examples and stand-ins, and says what a new family or model kind needs).
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from standins import LATENT, WIDTH, every_problem, operator_of, run_method, tiny_generator
 
 from lowshot import cuda_graphs
-from lowshot.config import NOISE_SCHEMA
 from lowshot.cuda_graphs import CaptureError, capture_check
-from lowshot.io import LearnedRegStats, LowshotModel
-from lowshot.methods import METHODS, engine, recover, resolve_settings
+from lowshot.methods import METHODS, engine
 from lowshot.methods.engine import optimise_joint, optimise_latent, stack_parameters
-from lowshot.models import Generator, init_dcgan_weights
-from lowshot.problems import PROBLEMS, Operator, make_operator, parse_problem
 from lowshot.problems.inpainting import Inpainting, random_mask
 from lowshot.training import TrainingRun, build_lowshot
 from lowshot.training.settings import lowshot_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-LATENT = 16
-WIDTH = 4
-# Problems of the families whose default config section asks for none (our choice: one
-# of each shape of operator the family has).
-EXAMPLES = {
-    "inpainting": ["inpaint-0.3", "inpaint-box32"],
-    "super_resolution": ["sr-x4"],
-    "denoising": ["denoise"],
-    "noisy_cs": ["cs-0.05-noise0.1"],
-}
-
-
-def example_problems(kind: str) -> list[str]:
-    """Problems of family ``kind``: what its default config section asks for, else
-    ``EXAMPLES``; the first two at most (one of each shape is enough)."""
-    cls = PROBLEMS[kind]
-    section = {key: copy.deepcopy(schema["default"]) for key, schema in cls.settings.items()}
-    section["noise_std"] = NOISE_SCHEMA["default"]
-    names = cls.problem_names(section) or EXAMPLES.get(kind, [])
-    assert names, f"problem family {kind!r}: add an example problem to EXAMPLES in {__file__}"
-    return names[:2]
-
-
-def every_problem() -> list[str]:
-    return [
-        name
-        for cls in sorted(PROBLEMS, key=lambda c: c.order)
-        for name in example_problems(cls.kind)
-    ]
-
-
-def operator_of(name: str) -> Operator:
-    return make_operator(parse_problem(name), config_seed=0)
-
 
 # --- the check itself: what it rejects, what it lets through ----------------------------
 
@@ -234,14 +194,6 @@ def graphs_on_cpu(monkeypatch: pytest.MonkeyPatch) -> CheckedSteps:
     return steps
 
 
-def tiny_generator(seed: int = 0) -> Generator:
-    """A width-4 DCGAN with stored batch-norm statistics, frozen."""
-    generator = Generator(LATENT, WIDTH)
-    init_dcgan_weights(generator, torch.Generator().manual_seed(seed))
-    generator.norm = "stored"
-    return generator.eval().requires_grad_(False)
-
-
 @pytest.mark.parametrize("name", every_problem())
 def test_the_engines_steps_are_capture_safe_on_every_problem(
     name: str, graphs_on_cpu: CheckedSteps
@@ -275,51 +227,6 @@ def test_the_check_fails_the_engine_on_the_boolean_mask_inpainting(
 
 
 # --- every method -----------------------------------------------------------------------
-
-
-def model_for(kind: str) -> Any:
-    """A tiny stand-in of the model a method of ``kind`` needs (its class's ``model``)."""
-    needs = METHODS[kind].model
-    generator = tiny_generator(seed=1)
-    if needs is None:
-        # The untrained network takes an optional template: a tiny one keeps this fast.
-        return generator if kind in ("untrained",) else None
-    if needs == "gan":
-        return generator
-    if needs == "lowshot":
-        codes = torch.randn(4, LATENT)
-        return LowshotModel(generator, codes, codes.mean(0), torch.eye(LATENT), {})
-    if needs == "learned_reg":
-        layers = tuple(name for name, _ in Generator(LATENT, WIDTH).named_parameters())
-        size = len(layers)
-        return LearnedRegStats(
-            layers, torch.zeros(size, dtype=torch.float64), torch.eye(size, dtype=torch.float64),
-            torch.zeros(2, size, dtype=torch.float64), LATENT, WIDTH, {},
-        )  # fmt: skip
-    pytest.fail(f"method {kind!r} needs a {needs!r} model: add a stand-in to model_for")
-
-
-def tiny_settings(kind: str) -> dict[str, Any]:
-    """The method's defaults with every step count at 2, windows and restarts at 1."""
-    settings = resolve_settings(kind, None)
-    for key, value in settings.items():
-        if isinstance(value, int) and not isinstance(value, bool):
-            if key.endswith(("steps", "iterations")):
-                settings[key] = 2
-            elif key in ("window", "restarts"):
-                settings[key] = 1
-    return settings
-
-
-def run_method(kind: str, operator: Operator, y: torch.Tensor) -> Any:
-    cls = METHODS[kind]
-    start = None
-    if cls.starts_from is not None:
-        start = run_method(cls.starts_from, operator, y)
-    return recover(
-        kind, operator, y, seeds=[11, 12], settings=tiny_settings(kind), model=model_for(kind),
-        latent_dim=LATENT, start=start, cuda_graphs=True, progress=False,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", sorted(METHODS.names()))
