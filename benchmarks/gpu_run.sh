@@ -13,8 +13,8 @@
 #
 #   run(command="bash benchmarks/gpu_run.sh", carry=[".whl", ".gpudata"], timeout_s=600)
 #
-# then give the machine back. The repository (~1 MB), .whl (~12 MB) and .gpudata (46 MB)
-# together stay under the 64 MiB (about 57 MiB). What comes back, under $OUT: gpu_run.log (every step's
+# then give the machine back. The repository (~1 MB), .whl (~14 MB) and .gpudata (46 MB)
+# together stay under the 64 MiB (about 59 MiB). What comes back, under $OUT: gpu_run.log (every step's
 # output), steps.json (each step's exit code and seconds), grid.json (grid_report's
 # figures), gpu_tests.json (the GPU suite's measured figures) and results.tar.gz
 # (results/ without its .h5 files, reference/ and Snakemake's log). Two checks stop the
