@@ -30,9 +30,10 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The GPU suite (tests/gpu, marker gpu): plain `pytest` collects it and, without CUDA,
-# skips it with one line saying why; on a GPU machine it runs there too, in about two
-# minutes. This target runs only it; benchmarks/gpu_run.sh runs it first, with
-# LOWSHOT_REQUIRE_GPU=1 (no CUDA is then a failure, not a skip).
+# skips it with one line saying why; where CUDA is visible it runs there too (sized to
+# take under two minutes on one card; not yet run on one). This target runs only it;
+# benchmarks/gpu_run.sh runs it first, with LOWSHOT_REQUIRE_GPU=1 (no CUDA is then a
+# failure, not a skip).
 test-gpu: setup
 	$(BIN)/python -m pytest -q -m gpu tests/gpu
 

@@ -24,7 +24,7 @@ from standins import LATENT, WIDTH, every_problem, operator_of, run_method, tiny
 
 from lowshot import cuda_graphs
 from lowshot.cuda_graphs import CaptureError, capture_check
-from lowshot.methods import METHODS, engine
+from lowshot.methods import METHODS, batched_generator, engine
 from lowshot.methods.engine import optimise_joint, optimise_latent, stack_parameters
 from lowshot.problems.inpainting import Inpainting, random_mask
 from lowshot.training import TrainingRun, build_lowshot
@@ -212,6 +212,27 @@ def test_the_engines_steps_are_capture_safe_on_every_problem(
     assert graphs_on_cpu.checked == 6
     assert graphs_on_cpu.capturable == [True] * 5  # z; theta and z on each path
     assert torch.isfinite(latent.loss).all()
+
+
+def test_the_gemm_path_a_card_takes_is_capture_safe(
+    graphs_on_cpu: CheckedSteps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA the GEMM path never reuses gradient memory (a CPU-only saving,
+    ``batched_generator._reusable``): its plain autograd path, checked here too."""
+    calls = []
+
+    def never(x: torch.Tensor, weight: torch.Tensor) -> bool:
+        calls.append(weight.shape)
+        return False
+
+    monkeypatch.setattr(batched_generator, "_reusable", never)
+    operator, generator = operator_of("cs-0.05"), tiny_generator()
+    optimise_joint(
+        generator, stack_parameters(generator, 2), operator, torch.randn(2, operator.m),
+        torch.randn(2, LATENT), steps=2, theta_lr=1e-3, z_lr=1e-3, path="gemm",
+        cuda_graphs=True, progress=False,
+    )  # fmt: skip
+    assert graphs_on_cpu.checked == 2 and calls
 
 
 def test_the_check_fails_the_engine_on_the_boolean_mask_inpainting(

@@ -13,10 +13,10 @@ from lowshot.methods import METHODS
 STEPS = 20
 # Our bound: a replayed step runs the same kernels on the same tensors; what differs is
 # the optimiser built ``capturable`` (its bias corrections computed in fp32 on the card
-# instead of in float64 on the host), a relative rounding of about 1e-7 per step. Over 20
-# steps that stays orders of magnitude below 1e-4 on images in [-1, 1], while a graph
-# that replays stale inputs or skips an update is off by the size of a step (about 1e-2
-# here) or more.
+# instead of in float64 on the host), a relative rounding of float32's precision (6e-8)
+# in each step's size. 1e-4 on images in [-1, 1] leaves that rounding room to grow over 20
+# steps, while a graph that replays stale inputs or skips an update is off by whole
+# steps. Iterations and divergence flags must match exactly.
 TOLERANCE = 1e-4
 
 
