@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One run of everything that needs a GPU, for a machine with no network and nothing of
 # this project installed but torch and the scientific stack (a borrowed GPU machine, an
-# offline cluster node): start-up, recovery and training benchmarks, then the paper grid
-# with profiles/gpu-node and its stage report. Run from the repository root:
+# offline cluster node): a preflight check of the Python packages, the GPU test suite
+# (tests/gpu), start-up, recovery and training benchmarks, then the paper grid with
+# profiles/gpu-node and its stage report. Run from the repository root:
 #
 #   make wheelhouse gpudata        # here, with network: .whl/ (CPython 3.12) and .gpudata/
 #   bash benchmarks/gpu_run.sh     # there: writes everything under ${OUT:-gpu_out}
@@ -12,12 +13,17 @@
 #
 #   run(command="bash benchmarks/gpu_run.sh", carry=[".whl", ".gpudata"], timeout_s=600)
 #
-# then give the machine back. The repository (~1 MB), .whl (~12 MB) and .gpudata (46 MB)
-# together stay under the 64 MiB (about 57 MiB). What comes back, under $OUT: gpu_run.log (every step's
+# then give the machine back. The repository (~1 MB), .whl (~14 MB) and .gpudata (46 MB)
+# together stay under the 64 MiB (about 59 MiB). What comes back, under $OUT: gpu_run.log (every step's
 # output), steps.json (each step's exit code and seconds), grid.json (grid_report's
-# figures) and results.tar.gz (results/ without its .h5 files, reference/ and Snakemake's
-# log). The script never stops at a failed step; each runs under its own `timeout` and the
-# grid gets whatever time the other steps left of TOTAL_BUDGET.
+# figures), gpu_tests.json (the GPU suite's measured figures) and results.tar.gz
+# (results/ without its .h5 files, reference/ and Snakemake's log). Two checks stop the
+# run, since every later step would fail too: the preflight (benchmarks/preflight.py:
+# which of the Python packages the pipeline imports are missing; it prints them and the
+# `make wheelhouse WHEEL_EXTRA='...'` that carries them) and the GPU suite (tests/gpu,
+# `make test-gpu`; with GPU_RUN_DEVICE=cuda no CUDA is a failure there, not a skip).
+# Otherwise the script never stops at a failed step; each runs under its own `timeout`
+# and the grid gets whatever time the other steps left of TOTAL_BUDGET.
 #
 # Settings (environment):
 #   OUT              output folder (default gpu_out)
@@ -45,6 +51,9 @@ set -u -o pipefail
 # used and what the reports and packing after it may need.
 TOTAL_BUDGET=${TOTAL_BUDGET:-540}
 T_INSTALL=${T_INSTALL:-40}
+T_PREFLIGHT=${T_PREFLIGHT:-30}
+# The GPU suite: under 2 minutes on one card, plus Python's and torch's start-up.
+T_GPU_TESTS=${T_GPU_TESTS:-170}
 T_SMI=${T_SMI:-15}
 T_STARTUP=${T_STARTUP:-90}
 T_RECOVERY=${T_RECOVERY:-90}
@@ -79,7 +88,9 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "%d", b - a }'; }
 
 # step NAME BUDGET COMMAND...: run COMMAND under `timeout`, its output to the screen and
-# appended to the log, its exit code and seconds to steps.tsv. Never fails itself.
+# appended to the log, its exit code and seconds to steps.tsv (and to LAST_RC). Never
+# fails itself.
+LAST_RC=0
 step() {
     local name=$1 budget=$2
     shift 2
@@ -92,7 +103,40 @@ step() {
     [ "$rc" = 124 ] && echo "!!!!! $name: stopped at its budget of $budget s" | tee -a "$LOG"
     printf '%s\t%s\t%s\n' "$name" "$rc" "$seconds" >>"$STEPS"
     printf '===== %s: exit %s after %s s\n' "$name" "$rc" "$seconds" | tee -a "$LOG"
+    LAST_RC=$rc
     return 0
+}
+
+# summary: the steps' table at the end of the log, and steps.json; removes the scratch.
+DEVICE_NAME=${GPU_RUN_DEVICE:-cuda}
+GRID_SECONDS=0
+summary() {
+    {
+        printf '\n===== summary (%s s in all; device: %s)\n' "$(elapsed)" "$DEVICE_NAME"
+        column -t -s $'\t' "$STEPS" 2>/dev/null || cat "$STEPS"
+    } | tee -a "$LOG"
+    "$PY" - "$STEPS" "$OUT/steps.json" "$DEVICE_NAME" "$GRID_SECONDS" "$(elapsed)" <<'PYEOF'
+import csv, json, sys
+steps, target, device, grid, total = sys.argv[1:]
+rows = [
+    {"step": r["step"], "rc": int(r["rc"]), "seconds": float(r["seconds"])}
+    for r in csv.DictReader(open(steps), delimiter="\t")
+]
+summary = {"device": device, "grid_seconds": float(grid), "total_seconds": float(total), "steps": rows}
+json.dump(summary, open(target, "w"), indent=1)
+PYEOF
+    rm -f "$STEPS"
+    rm -rf "$SCRATCH"
+    echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+}
+
+# stop_if_failed WHY: after a step whose failure dooms every later one, end the run there
+# (the summary and steps.json still written).
+stop_if_failed() {
+    [ "$LAST_RC" = 0 ] && return 0
+    echo "!!!!! stopping the run: $1" | tee -a "$LOG"
+    summary
+    exit 1
 }
 
 # ---- install: the wheels into $SITE, lowshot from this checkout -------------------------
@@ -131,6 +175,10 @@ export -f install_wheels
 export WHEELS SITE PY
 step install "$T_INSTALL" bash -c install_wheels
 
+# ---- preflight: every Python package the pipeline and the GPU suite import --------------
+step preflight "$T_PREFLIGHT" "$PY" benchmarks/preflight.py --extra workflow --also pytest
+stop_if_failed "Python packages are missing (listed above); every later step needs them"
+
 # ---- the device -------------------------------------------------------------------------
 GPU_NAME=""
 GPU_MEM_MB=""
@@ -165,6 +213,15 @@ EOF
 mkdir -p "$SCRATCH/root/checkout" "$SCRATCH/root/shared/data"
 ln -s "$DATA_DIR" "$SCRATCH/root/shared/data/celeba"
 
+# ---- the GPU suite (make test-gpu): the CUDA paths checked before anything is timed -----
+# With the device cuda, no CUDA is a failure (LOWSHOT_REQUIRE_GPU=1), not a skip.
+REQUIRE_GPU=0
+[ "$DEVICE" = cuda ] && REQUIRE_GPU=1
+step gpu_tests "$T_GPU_TESTS" env LOWSHOT_REQUIRE_GPU=$REQUIRE_GPU LOWSHOT_GPU_DATA="$DATA_DIR" \
+    LOWSHOT_GPU_FIGURES="$OUT/gpu_tests.json" \
+    "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs
+stop_if_failed "the GPU suite failed (above): the CUDA paths are not right yet"
+
 # ---- benchmarks -------------------------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
     STARTUP_ARGS=(--repeats 1)
@@ -191,7 +248,6 @@ if [[ $PARTS == *" bench "* ]]; then
 fi
 
 # ---- the grid ---------------------------------------------------------------------------
-GRID_SECONDS=0
 if [[ $PARTS == *" grid "* ]]; then
     GRID_ARGS=(--profile profiles/gpu-node --configfile "$CONFIG" "$DATA_CONFIG"
         --config "device=$DEVICE" --scheduler greedy)
@@ -227,20 +283,4 @@ export SCRATCH OUT
 step pack "$T_PACK" bash -c pack
 
 # ---- summary ----------------------------------------------------------------------------
-{
-    printf '\n===== summary (%s s in all; device: %s)\n' "$(elapsed)" "$DEVICE_NAME"
-    column -t -s $'\t' "$STEPS" 2>/dev/null || cat "$STEPS"
-} | tee -a "$LOG"
-"$PY" - "$STEPS" "$OUT/steps.json" "$DEVICE_NAME" "$GRID_SECONDS" "$(elapsed)" <<'EOF'
-import csv, json, sys
-steps, target, device, grid, total = sys.argv[1:]
-rows = [
-    {"step": r["step"], "rc": int(r["rc"]), "seconds": float(r["seconds"])}
-    for r in csv.DictReader(open(steps), delimiter="\t")
-]
-summary = {"device": device, "grid_seconds": float(grid), "total_seconds": float(total), "steps": rows}
-json.dump(summary, open(target, "w"), indent=1)
-EOF
-rm -f "$STEPS"
-rm -rf "$SCRATCH"
-echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+summary

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.configfile)
     seed = int(config["seed"])
-    device = prepare_device(args.device, args.threads)
+    device = prepare_device(args.device, args.threads, config["precision"])
     truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.images)
     stats = prior(args, config, device)
     settings = dict(config["recover"]["learned_reg"])

@@ -24,7 +24,13 @@ joint stage the largest difference between the batched and the looped final imag
 ``--cuda-graphs`` adds, on CUDA, the batched runs with every step after the first three
 replayed as one CUDA graph (``cuda_graphs=True`` of the engine: path ``graphs`` for
 z-only, ``<path>+graphs`` for joint, the first ``--joint-path``) and their largest
-difference from the same batched run without graphs; on CPU it says it was skipped.
+difference from the same batched run without graphs; on CPU it says it was skipped. A
+graphed run's rate counts its replays only, as ``benchmarks/training.py`` does: the
+steps after the first ``GRAPH_WARMUP + 1`` (the eager warm-up steps and the step that
+captures), timed from the end of that step to the end of the last one
+(``StepTimer``; ``--steps`` must exceed ``GRAPH_WARMUP + 1``). Its eager counterpart is
+timed over the same steps (``batch_steady_image_steps_per_s``, and
+``graphs_vs_eager``, the ratio of the two), so that neither includes a stage's set-up.
 ``--bf16-psnr`` adds, on CUDA, the PSNR of fp32 and bf16-autocast recoveries of the same
 images (z-only and joint, ``--psnr-steps`` steps); on CPU it says it was skipped. The last
 line is one JSON object: ``device``, ``zonly_speedup`` and ``joint_speedup`` (first batch
@@ -52,7 +58,9 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lowshot.devices import log_device, peak_memory_mb, resolve_device, synchronise
+from lowshot import cuda_graphs
+from lowshot.cuda_graphs import GRAPH_WARMUP
+from lowshot.devices import peak_memory_mb, prepare_device, synchronise
 from lowshot.methods import engine
 from lowshot.methods.engine import (
     measurement_loss,
@@ -112,6 +120,52 @@ def timed(run: Callable[[], T], device: torch.device) -> tuple[T, float]:
     result = run()
     synchronise(device)
     return result, time.perf_counter() - start
+
+
+class StepTimer:
+    """Wall time of the steps of one engine stage after its first ``skip``.
+
+    ``timing(steps)`` patches ``lowshot.cuda_graphs.stepper``, the one place where every
+    stage turns its step into calls: the stage's ``skip``-th call ends with the device's
+    queue drained and the clock started, its ``steps``-th with the queue drained and the
+    clock read into ``seconds`` (the time of ``steps - skip`` steps). With graphs,
+    ``skip = GRAPH_WARMUP + 1`` leaves out the eager warm-up steps and the capture, so
+    that only replays are timed. One stage per ``timing`` block.
+    """
+
+    def __init__(self, device: torch.device, skip: int = GRAPH_WARMUP + 1) -> None:
+        self.device, self.skip = device, skip
+        self.seconds: float | None = None
+
+    @contextlib.contextmanager
+    def timing(self, steps: int) -> Iterator[StepTimer]:
+        if steps <= self.skip:
+            raise ValueError(f"timing steps after the first {self.skip} needs more than {steps}")
+        original = cuda_graphs.stepper
+        self.seconds = None
+        started = 0.0
+
+        def stepper(step: Callable[[], T], device: torch.device, graphs: bool) -> Callable[[], T]:
+            run, calls = original(step, device, graphs), 0
+
+            def timed_step() -> T:
+                nonlocal calls, started
+                result = run()
+                calls += 1
+                if calls in (self.skip, steps):
+                    synchronise(self.device)
+                    if calls == self.skip:
+                        started = time.perf_counter()
+                    else:
+                        self.seconds = time.perf_counter() - started
+                return result
+
+            return timed_step
+
+        with mock.patch.object(cuda_graphs, "stepper", stepper):
+            yield self
+        if self.seconds is None:
+            raise RuntimeError(f"the stage ran fewer than {steps} steps")
 
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -278,6 +332,11 @@ def benchmark(
         return run
 
     graphs = args.cuda_graphs and device.type == "cuda"
+    if graphs and steps <= GRAPH_WARMUP + 1:
+        raise SystemExit(
+            f"--cuda-graphs times the replays after {GRAPH_WARMUP} eager steps and the "
+            f"capture: --steps must be at least {GRAPH_WARMUP + 2}, not {steps}"
+        )
     first_path = args.joint_path[0]
     runs: dict[str, tuple[Callable[[], Any], int]] = {
         "zonly_loop": (zonly_loop, looped),
@@ -297,13 +356,32 @@ def benchmark(
         outputs[name], wall = timed(run, device)
         peaks[name] = peak_memory_mib(device)
         log.info("%d images, warm-up %s: %.2f s", n, name, wall)
+    # The batched runs that graphs are compared with, and the graphed runs themselves:
+    # timed over the steps after the warm-up and the capture (StepTimer) as well.
+    windowed = [name for name in runs if graphs and name.endswith("graphs")]
+    windowed += [name.removesuffix("_graphs").removesuffix("+graphs") for name in windowed]
+    timer = StepTimer(device)
+    steady: dict[str, list[float]] = {name: [] for name in windowed}
     for repeat in range(args.repeats):
         for name, (run, _) in runs.items():
-            seconds[name].append(timed(run, device)[1])
+            if name in steady:
+                with timer.timing(steps):
+                    seconds[name].append(timed(run, device)[1])
+                steady[name].append(timer.seconds)  # type: ignore[arg-type]
+            else:
+                seconds[name].append(timed(run, device)[1])
             log.info("%d images, repeat %d %s: %.2f s", n, repeat, name, seconds[name][-1])
     rate = {
         name: count * steps / statistics.median(seconds[name]) for name, (_, count) in runs.items()
     }
+    timed_steps = steps - timer.skip
+    steady_rate = {
+        name: runs[name][1] * timed_steps / statistics.median(times)
+        for name, times in steady.items()
+    }
+    for name in steady:  # a graphed run's rate is its replays' (module docstring)
+        if name.endswith("graphs"):
+            rate[name] = steady_rate[name]
     flops = {
         stage: flops_per_image_step(generator, operator, y, z0, stage == "joint")
         for stage in ("zonly", "joint")
@@ -336,10 +414,15 @@ def benchmark(
             if stage == "joint":
                 diff = (outputs[batch][:looped] - outputs[loop]).abs().max()
                 row["max_abs_diff_vs_loop"] = float(diff)
+            if batch in steady:
+                row["batch_steady_image_steps_per_s"] = steady_rate[batch]
+                row["batch_steady_seconds"] = steady[batch]
+                row["steady_steps"] = timed_steps
             if path.endswith("graphs"):
                 eager = batch.removesuffix("_graphs").removesuffix("+graphs")
                 diff = (outputs[batch] - outputs[eager]).abs().max()
                 row["max_abs_diff_vs_eager"] = float(diff)
+                row["graphs_vs_eager"] = steady_rate[batch] / steady_rate[eager]
             rows.append(row)
     return rows
 
@@ -364,10 +447,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    log_device(device)
+    # fp32: the policy the engine's stages apply too, so that the plain loops (torch's
+    # own Adam, no engine) run the same IEEE fp32 convolutions on CUDA.
+    device = prepare_device(args.device, args.threads, "fp32")
     generator = make_generator(LATENT, torch.Generator().manual_seed(args.seed)).to(device)
     generator.norm = "stored"
     generator.requires_grad_(False)
@@ -397,7 +479,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     for row in rows:
         if "max_abs_diff_vs_eager" in row:
             print(
-                f"CUDA graphs, {row['stage']} {row['images']} images: largest |difference| from"
+                f"CUDA graphs, {row['stage']} {row['images']} images: "
+                f"{row['graphs_vs_eager']:.2f}x the steps/s without graphs (both over steps "
+                f"{GRAPH_WARMUP + 2}..{args.steps}: replays only); largest |difference| from"
                 f" the same run without graphs {row['max_abs_diff_vs_eager']:.1e}"
             )
     if args.bf16_psnr:

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.configfile)
     seed = int(config["seed"])
-    device = prepare_device(args.device, args.threads)
+    device = prepare_device(args.device, args.threads, config["precision"])
     latent_dim = int(config["model"]["latent_dim"])
     results = Path(args.results)
     images_h5, splits_h5 = results / "data" / "images.h5", results / "data" / "splits.h5"

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.configfile)
     seed = int(config["seed"])
-    device = prepare_device(args.device, args.threads)
+    device = prepare_device(args.device, args.threads, config["precision"])
     kinds = list(args.methods or config["recover"]["methods"])
     specs = {name: parse_problem(name) for name in args.problems}
 

@@ -22,11 +22,11 @@ only grows: a later row shows the maximum so far (rows run smallest first).
 
 The data are random uint8 faces (timing does not depend on the pixels), the settings the
 config schema's defaults (= config.yaml: batch 64, 5 critic steps) except the ones the
-options set; ``--precision bf16`` autocasts the forward passes on CUDA only (the trainers
-ignore it on the CPU, so it is refused there). ``--cuda-graphs`` adds, on CUDA, a row per
-low-shot configuration with its step replayed as a CUDA graph (``TrainingRun.cuda_graphs``;
-its FLOPs are those of the same step without graphs). It prints a table; the last line is
-one JSON object with every figure.
+options set; ``--precision`` is the config's (``lowshot.devices.set_precision``: ``tf32``
+and ``bf16`` apply on CUDA only, so they are refused on the CPU). ``--cuda-graphs`` adds,
+on CUDA, a row per low-shot configuration with its step replayed as a CUDA graph
+(``TrainingRun.cuda_graphs``; its FLOPs are those of the same step without graphs). It
+prints a table; the last line is one JSON object with every figure.
 
     .venv/bin/python benchmarks/training.py --device cpu --threads 2 --width 16 \\
         --gan-batch 16 --shots 10 --windows 3 --window-steps 2
@@ -49,7 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lowshot.config import schema_defaults
 from lowshot.cuda_graphs import GRAPH_WARMUP
-from lowshot.devices import peak_memory_mb, prepare_device, synchronise
+from lowshot.devices import PRECISIONS, peak_memory_mb, prepare_device, synchronise
 from lowshot.training import TrainingRun, build_lowshot, build_wgan_gp
 
 log = logging.getLogger("benchmarks.training")
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     parser.add_argument("--width", type=int, default=64, help="networks' base width (64: paper)")
     parser.add_argument(
         "--gan-batch", type=int, nargs="+", default=[gan["batch_size"]], help="GAN batch sizes"
@@ -160,9 +160,9 @@ def random_faces(n: int, seed: int) -> np.ndarray:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    device = prepare_device(args.device, args.threads)
-    if args.precision == "bf16" and device.type != "cuda":
-        raise SystemExit("--precision bf16 autocasts on CUDA only; the CPU trainers run fp32")
+    device = prepare_device(args.device, args.threads, args.precision)
+    if args.precision != "fp32" and device.type != "cuda":
+        raise SystemExit(f"--precision {args.precision} applies on CUDA only; the CPU runs fp32")
     run = TrainingRun(
         latent_dim=schema_defaults("model")["latent_dim"],
         seed=args.seed,

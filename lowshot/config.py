@@ -44,12 +44,14 @@ def load_schema() -> dict[str, Any]:
     """
     import yaml
 
+    from lowshot.devices import PRECISIONS
     from lowshot.methods import METHODS
     from lowshot.problems import PROBLEMS
 
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
         schema = yaml.safe_load(handle)
     top = schema["properties"]
+    top["precision"]["enum"] = list(PRECISIONS)
     top["problems"]["properties"] = {
         cls.kind: _section(cls.description, {**cls.settings, "noise_std": NOISE_SCHEMA})
         for cls in PROBLEMS

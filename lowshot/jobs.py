@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lowshot import data, images, methods, metrics, problems
-from lowshot.devices import log_peak_memory, peak_memory_mb, prepare_device
+from lowshot.devices import effective_precision, log_peak_memory, peak_memory_mb, prepare_device
 from lowshot.io import (
     atomic_path,
     load_gan,
@@ -49,10 +49,13 @@ class Runtime:
     """What every torch job shares: the config's ``seed``, ``device``, ``precision`` and
     ``model.latent_dim``, the job's CPU ``threads`` (None: torch's default) and the
     config's ``cuda_graphs`` (recovery and pre-training steps as CUDA graphs; False, as
-    in the schema).
+    in the schema), and ``gpu``: what the job's resources asked of a GPU
+    (``gpu_request``; None: nothing), which makes the job fail at once where CUDA cannot
+    be used (``lowshot.devices.prepare_device``).
 
-    The rules pass all but ``threads`` as one ``runtime`` param (``RUNTIME`` in
-    ``rules/common.smk``); the scripts add ``snakemake.threads``.
+    The rules pass all but ``threads`` and ``gpu`` as one ``runtime`` param (``RUNTIME``
+    in ``rules/common.smk``); the scripts add ``snakemake.threads`` and
+    ``gpu_request(snakemake.resources)``.
     """
 
     seed: int
@@ -61,6 +64,39 @@ class Runtime:
     latent_dim: int
     threads: int | None = None
     cuda_graphs: bool = False
+    gpu: str | None = None
+
+
+# The job resources that ask for a GPU: profiles/slurm's ``gpu`` (sbatch --gpus) or a
+# ``gres`` naming one, profiles/gpu-node's ``gpu_mem_mb`` (a share of the card).
+GPU_RESOURCES = ("gpu", "gpus", "gres", "gpu_mem_mb")
+
+
+def gpu_request(resources: Any) -> str | None:
+    """What a job's ``resources`` (``snakemake.resources``, or any mapping with ``get``)
+    ask of a GPU, as ``"gpu=1"`` (the first that does, in ``GPU_RESOURCES`` order), or
+    None when they ask for none (0, absent, or a gres without "gpu")."""
+    for key in GPU_RESOURCES:
+        value = resources.get(key)
+        if value in (None, "", 0, "0"):
+            continue
+        if key == "gres" and "gpu" not in str(value):
+            continue
+        return f"{key}={value}"
+    return None
+
+
+def run_attrs(runtime: Runtime, device: torch.device) -> dict[str, Any]:
+    """How a job ran, recorded in the attributes of every file it writes: ``device``,
+    ``precision`` (the config's) beside ``effective_precision`` (what the arithmetic was
+    on that device: ``lowshot.devices.effective_precision``), and ``cuda_graphs`` (True
+    only where steps were replayed as CUDA graphs: asked for, on CUDA)."""
+    return {
+        "device": str(device),
+        "precision": runtime.precision,
+        "effective_precision": effective_precision(runtime.precision, device),
+        "cuda_graphs": runtime.cuda_graphs and device.type == "cuda",
+    }
 
 
 def _write_png(image: np.ndarray, path: PathLike) -> None:
@@ -122,7 +158,7 @@ def train_gan_job(
     validate = settings["validate_every"] > 0
     if validate and validation_out is None:
         raise ValueError("gan.validate_every > 0 needs validation_out, the curve's CSV")
-    torch_device = prepare_device(runtime.device, runtime.threads)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     split = data.load_split(splits_h5)
     # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
     images = data.load_uint8(images_h5, split.gan_corpus)
@@ -140,7 +176,13 @@ def train_gan_job(
         curve["validation_images"] = data.load_uint8(images_h5, split.validation[:wanted])
         curve["on_validation"] = lambda rows: training.write_log_csv(validation_out, rows)
     result = training.train_wgan_gp(images, settings, run, **curve)
-    attrs = {"method": "wgan-gp", "seed": job_seed, "corpus_size": len(images), **_flat(settings)}
+    attrs = {
+        "method": "wgan-gp",
+        "seed": job_seed,
+        "corpus_size": len(images),
+        **_flat(settings),
+        **run_attrs(runtime, torch_device),
+    }
     save_gan(generator_out, result.generator, attrs)
     training.write_log_csv(losses_out, result.log)
     if validate:
@@ -179,7 +221,7 @@ def pretrain_lowshot_job(
     from lowshot import training
 
     settings = training.lowshot_settings(settings)
-    torch_device = prepare_device(runtime.device, runtime.threads)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     split = data.load_split(splits_h5)
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
@@ -212,6 +254,7 @@ def pretrain_lowshot_job(
         "replicate": replicate,
         "shot_rows": np.asarray(rows, np.int64),
         **_flat(settings),
+        **run_attrs(runtime, torch_device),
     }
     save_lowshot(model_out, result, attrs)
     training.write_log_csv(losses_out, result.log)
@@ -291,7 +334,7 @@ def recover_job(
     method's ``starts_from`` method for the same shard.
     """
     seed = runtime.seed
-    torch_device = prepare_device(runtime.device, runtime.threads)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     the_problem = problems.parse_problem(problem)
     the_method = methods.parse_method(method)
     method_class = methods.family(the_method)
@@ -358,9 +401,7 @@ def recover_job(
         "noise_std": noise_std,
         "seed": seed,
         "measurements": operator.m,
-        "device": str(torch_device),
-        "precision": runtime.precision,
-        "cuda_graphs": runtime.cuda_graphs and torch_device.type == "cuda",
+        **run_attrs(runtime, torch_device),
         "positions": list(positions),
     }
     write_recovery(output, fields, attrs)
@@ -402,10 +443,10 @@ def fit_learned_reg_job(
     from lowshot.training.learned_reg import fit_learned_reg
 
     settings = fit_settings(settings)
+    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
     subset = data.load_split(splits_h5).shots.get(shots)
     if subset is None:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset")
-    torch_device = prepare_device(runtime.device, runtime.threads)
     # One seed for every S: example i gets the same fit in every (nested) subset.
     job_seed = derive_seed(runtime.seed, "fit_learned_reg")
     result = fit_learned_reg(
@@ -413,7 +454,8 @@ def fit_learned_reg_job(
         settings,
         _training_run(runtime, torch_device, job_seed, None, options),
     )
-    save_learned_reg(stats_out, result.stats, {"seed": job_seed, **_flat(settings)})
+    attrs = {"seed": job_seed, **_flat(settings), **run_attrs(runtime, torch_device)}
+    save_learned_reg(stats_out, result.stats, attrs)
     training.write_log_csv(fits_out, result.log)
     log_peak_memory(torch_device)
 

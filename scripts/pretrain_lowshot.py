@@ -1,6 +1,6 @@
 """Rule pretrain_lowshot: theta and codes on S examples (see lowshot.jobs.pretrain_lowshot_job)."""
 
-from lowshot.jobs import Runtime, pretrain_lowshot_job
+from lowshot.jobs import Runtime, gpu_request, pretrain_lowshot_job
 from lowshot.logs import setup_rule_logging
 from lowshot.methods import replicate_of_suffix
 
@@ -17,5 +17,7 @@ pretrain_lowshot_job(
     losses_out=snakemake.output.losses,
     checkpoint=params.checkpoint,
     settings=params.settings,
-    runtime=Runtime(**params.runtime, threads=snakemake.threads),
+    runtime=Runtime(
+        **params.runtime, threads=snakemake.threads, gpu=gpu_request(snakemake.resources)
+    ),
 )

@@ -1,6 +1,6 @@
 """Rule recover: one method on one problem for a shard of test images (lowshot.jobs.recover_job)."""
 
-from lowshot.jobs import Runtime, recover_job
+from lowshot.jobs import Runtime, gpu_request, recover_job
 from lowshot.logs import setup_rule_logging
 from lowshot.registry import load_plugins
 
@@ -17,6 +17,8 @@ recover_job(
     positions=tuple(params.positions),
     settings=params.settings,
     noise_std=params.noise_std,
-    runtime=Runtime(**params.runtime, threads=snakemake.threads),
+    runtime=Runtime(
+        **params.runtime, threads=snakemake.threads, gpu=gpu_request(snakemake.resources)
+    ),
     start_h5=snakemake.input.get("start"),
 )

@@ -1,6 +1,6 @@
 """Rule train_gan: WGAN-GP generator for CSGM and IAGAN (see lowshot.jobs.train_gan_job)."""
 
-from lowshot.jobs import Runtime, train_gan_job
+from lowshot.jobs import Runtime, gpu_request, train_gan_job
 from lowshot.logs import setup_rule_logging
 
 setup_rule_logging(snakemake.log[0])
@@ -14,5 +14,7 @@ train_gan_job(
     validation_out=snakemake.output.get("validation"),
     checkpoint=params.checkpoint,
     settings=params.settings,
-    runtime=Runtime(**params.runtime, threads=snakemake.threads),
+    runtime=Runtime(
+        **params.runtime, threads=snakemake.threads, gpu=gpu_request(snakemake.resources)
+    ),
 )

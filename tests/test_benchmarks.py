@@ -87,3 +87,32 @@ def test_training_benchmark_runs_both_trainers(
     trainers = [row["trainer"] for row in summary["rows"]]
     assert trainers == ["wgan-gp", "lowshot"]
     assert all(row["iterations_per_s"] > 0 and row["flops_per_step"] > 0 for row in summary["rows"])
+
+
+def test_the_recovery_benchmark_times_steps_after_the_warm_up_and_capture_only() -> None:
+    """``StepTimer`` (what a graphed run's rate counts): of a stage's calls through
+    ``lowshot.cuda_graphs.stepper``, only those after the first ``skip`` (the eager
+    warm-up and the capture, on CUDA) are timed: here slow first steps stay out."""
+    import time
+
+    import torch
+
+    from lowshot import cuda_graphs
+
+    recovery = load("recovery")
+    durations = [0.3, 0.3, 0.01, 0.01]  # two "warm-up" steps, then two timed ones
+
+    def stage() -> None:
+        step_number = iter(durations)
+        run = cuda_graphs.stepper(lambda: time.sleep(next(step_number)), torch.device("cpu"), False)
+        for _ in durations:
+            run()
+
+    timer = recovery.StepTimer(torch.device("cpu"), skip=2)
+    with timer.timing(steps=4):
+        stage()
+    assert timer.seconds is not None and 0.02 <= timer.seconds < 0.3
+    with pytest.raises(ValueError, match="needs more than 2"), timer.timing(steps=2):
+        pass
+    with pytest.raises(RuntimeError, match="fewer than 5 steps"), timer.timing(steps=5):
+        stage()

@@ -48,7 +48,10 @@ class Split:
     def replicate_shots(self, replicate: int) -> dict[int, np.ndarray]:
         """Replicate ``replicate``'s nested shot subsets {S: rows} (module function
         ``replicate_shots``, from this split's GAN corpus, shots and seed)."""
-        return replicate_shots(self.gan_corpus, self.shots, replicate, int(self.attrs["seed"]))
+        seed = self.attrs.get("seed")
+        if seed is None and replicate != 1:  # replicate 1 is the stored draw: no seed needed
+            raise ValueError(f"replicate {replicate}'s shots need the split's seed: none stored")
+        return replicate_shots(self.gan_corpus, self.shots, replicate, int(seed or 0))
 
 
 @dataclass

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from lowshot.devices import check_precision
 from lowshot.methods.engine import RecoveryResult, StageResult
 from lowshot.problems import Operator
 from lowshot.registry import Registry
@@ -55,9 +56,9 @@ class RecoveryTask:
     operator: the problem's operator on the device; y: (N, m) float32 measurements on the
     device; seeds: one per image; settings: resolved (defaults filled in); model: what the
     method's ``model`` names, loaded (or None); latent_dim: size of z when no model fixes
-    it; precision: "fp32" or "bf16"; progress: show progress bars; start: the result of
-    the ``starts_from`` method for the same images (or None); cuda_graphs: the engine's
-    steps as CUDA graphs (on CUDA).
+    it; precision: "fp32", "tf32" or "bf16" (``lowshot.devices.set_precision``);
+    progress: show progress bars; start: the result of the ``starts_from`` method for the
+    same images (or None); cuda_graphs: the engine's steps as CUDA graphs (on CUDA).
     """
 
     operator: Operator
@@ -235,7 +236,8 @@ def recover(
     model: what the method's ``model`` names, loaded (``lowshot.io.load_gan`` or
         ``load_lowshot``); the untrained network takes an optional template generator.
     latent_dim: size of z when no model fixes it.
-    precision: "fp32", or "bf16" autocast of the generator on CUDA (losses stay fp32).
+    precision: one of ``lowshot.devices.PRECISIONS`` (``set_precision``: fp32, tf32, or
+        bf16 autocast of the generator on CUDA, losses in fp32).
     cuda_graphs: on CUDA, each optimisation step after the first few replays one
         captured CUDA graph (``lowshot.methods.engine.Stage``); ignored on the CPU.
     max_batch: recover at most this many images at once (memory); None: all at once.
@@ -245,8 +247,7 @@ def recover(
     """
     cls = METHODS[method]
     resolved = resolve_settings(method, settings)
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    check_precision(precision)
     device = torch.device(device)
     y = torch.as_tensor(y).to(device=device, dtype=torch.float32)
     n = y.shape[0]

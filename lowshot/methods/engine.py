@@ -40,8 +40,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from lowshot.cuda_graphs import replayed
-from lowshot.devices import autocast
+from lowshot import cuda_graphs as graph_steps
+from lowshot.devices import autocast, set_precision
 from lowshot.methods.batched_generator import per_image_generator
 from lowshot.problems import Operator
 from lowshot.seeds import seeded_generator
@@ -436,7 +436,8 @@ def _optimise(
     base = record.iterations.clone()
     window_start = max(0, steps + 1 - max(1, stage.window))
     step = torch.zeros((), dtype=torch.int64, device=device)
-    graphs = stage.cuda_graphs and device.type == "cuda"
+    graphs = graph_steps.graphs_on(stage.cuda_graphs, device)
+    set_precision(stage.precision, device)  # fp32 means IEEE fp32, tf32 opts in
     optimise = make_optimiser(groups, optimiser, momentum, capturable=graphs)
 
     def evaluate() -> torch.Tensor:
@@ -474,7 +475,7 @@ def _optimise(
         optimise.step()
         step.add_(1)
 
-    run_step = replayed(take_step, device) if graphs else take_step
+    run_step = graph_steps.stepper(take_step, device, graphs)
     bar = tqdm(total=steps, desc=stage.desc, disable=not stage.progress, leave=False)
     for done in range(1, steps + 1):
         run_step()

@@ -37,7 +37,10 @@ class Inpainting(Operator):
     ``mask`` is (64, 64) bool, True where observed; an observed pixel keeps all 3
     channels. A(x) = ``x[:, :, mask]`` flattened: (N, 3 * k) for k observed pixels,
     channel-major, pixels in row-major order; values stay in [-1, 1]. A_adjoint puts y
-    back at the observed pixels, zeros elsewhere (A A^T = I).
+    back at the observed pixels, zeros elsewhere (A A^T = I). Both gather and scatter
+    through ``observed``, the k flat pixel indices found once: static shapes and no host
+    synchronisation, so a step that measures can be captured as a CUDA graph (indexing
+    by the boolean mask calls ``nonzero``, whose output size only the host can learn).
     """
 
     kind = "inpainting"
@@ -93,6 +96,9 @@ class Inpainting(Operator):
         self.name = name
         self.device = torch.device(device)
         self.mask = mask.to(self.device)
+        # (k,) int64: the observed pixels' row-major flat indices, ascending (nonzero's
+        # order), so that index_select returns them in the order x[:, :, mask] does.
+        self.observed = mask.flatten().nonzero().squeeze(1).to(self.device)
         self.m = IMAGE_SHAPE[0] * observed
 
     @classmethod
@@ -137,13 +143,14 @@ class Inpainting(Operator):
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, 3, 64, 64) -> its observed pixels (N, m), m = 3 * observed pixels."""
-        return x[:, :, self.mask].flatten(1)
+        return x.flatten(2).index_select(2, self.observed).flatten(1)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """y (N, m) -> (N, 3, 64, 64): y at the observed pixels, 0 elsewhere."""
-        image = y.new_zeros(y.shape[0], *IMAGE_SHAPE)
-        image[:, :, self.mask] = y.reshape(y.shape[0], IMAGE_SHAPE[0], -1)
-        return image
+        n, channels = y.shape[0], IMAGE_SHAPE[0]
+        values = y.reshape(n, channels, self.observed.shape[0])
+        image = y.new_zeros(n, channels, _PIXELS).index_copy(2, self.observed, values)
+        return image.reshape(n, *IMAGE_SHAPE)
 
 
 def random_mask(fraction: float, seed: int) -> torch.Tensor:

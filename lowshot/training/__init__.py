@@ -37,8 +37,13 @@ every ``checkpoint_every`` steps and at the last step. They hold the run's ident
 ``settings``); a checkpoint whose identity differs from the call's (other seed, batch
 size, data, ...) is an error rather than silently mixed into another run.
 ``iterations`` may differ (a run can be extended), but not be smaller than the
-checkpoint's step. The checkpoint file is left in place when training finishes;
-deleting it is the caller's business.
+checkpoint's step. The identity is what a run learns, not where or how it runs: neither
+the device nor ``cuda_graphs`` is in it (both leave the arithmetic as it is, up to float
+rounding), so a checkpoint written on a card resumes on the CPU and one written without
+CUDA graphs resumes with them; its optimisers keep the resuming run's implementation
+flags (``capturable``, ``fused``, ...: ``loop.load_optimiser_state``), not the saved
+ones. The checkpoint file is left in place when training finishes; deleting it is the
+caller's business.
 
 ``TrainingRun(stop_after=k)`` makes training return right after step k *as if it had been killed
 there*: nothing beyond the regular checkpoints is written, so a rerun resumes from the

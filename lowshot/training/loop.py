@@ -49,7 +49,8 @@ class TrainingRun:
     latent_dim, seed, device, precision: the config's ``model.latent_dim``, ``seed``,
     ``device`` and ``precision`` (no defaults here: the config schema is their one home;
     a job passes its derived seed). device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a
-    ``torch.device``; precision: ``"fp32"``, or ``"bf16"`` to autocast on CUDA.
+    ``torch.device``; precision: ``"fp32"``, ``"tf32"`` or ``"bf16"``
+    (``lowshot.devices.set_precision``, which the trainers apply).
     The rest are run mechanics: checkpoint_path, where the run checkpoints and resumes
     from (None: neither); progress, whether to show a progress bar; stop_after, return
     after that step as if killed there (package docstring; for testing resumption);
@@ -213,11 +214,46 @@ def _state_of(thing: Any) -> Any:
     return thing.state_dict()
 
 
+# An optimiser's implementation flags: how it runs on this device and loop (its state on
+# the device for a CUDA-graph capture, one fused kernel, ...), not what it has learned.
+OPTIMISER_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def load_optimiser_state(optimiser: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """Load a checkpoint's optimiser ``state`` (moments, step counts, hyperparameters)
+    into ``optimiser``, keeping ``optimiser``'s own ``OPTIMISER_FLAGS``.
+
+    ``Optimizer.load_state_dict`` replaces every group setting with the saved one, flags
+    included: a checkpoint written with CUDA graphs off would make a resumed graphed run's
+    Adam non-capturable (its capture then fails), and one written on a card
+    (``capturable=True``) makes a resumed CPU run fail at its first step. With the
+    current flags in place before loading, torch also puts each step count where they
+    want it (on the parameters' device for capturable or fused, else as saved).
+    """
+    saved = list(state["param_groups"])
+    current = optimiser.param_groups
+    if len(saved) == len(current):  # else load_state_dict raises its own error
+        groups = []
+        for old, new in zip(saved, current, strict=True):
+            flags = {key: new[key] for key in OPTIMISER_FLAGS if key in new}
+            changed = {key: old.get(key) for key in flags if old.get(key) != flags[key]}
+            if changed:
+                kept = {key: flags[key] for key in changed}
+                log.info("resume: optimiser flags %s kept over the checkpoint's %s", kept, changed)
+            rest = {key: value for key, value in old.items() if key not in OPTIMISER_FLAGS}
+            groups.append({**rest, **flags})
+        state = {**state, "param_groups": groups}
+    optimiser.load_state_dict(dict(state))
+
+
 def _restore(thing: Any, state: Any) -> None:
-    """Put ``_state_of``'s ``state`` back into ``thing``, in place."""
+    """Put ``_state_of``'s ``state`` back into ``thing``, in place (an optimiser keeps its
+    own implementation flags: ``load_optimiser_state``)."""
     if isinstance(thing, Mapping):
         for name, value in state.items():
             _restore(thing[name], value)
+    elif isinstance(thing, torch.optim.Optimizer):
+        load_optimiser_state(thing, state)
     elif isinstance(thing, torch.Generator):
         thing.set_state(state)
     elif isinstance(thing, torch.Tensor):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lowshot.cuda_graphs import replayed
-from lowshot.devices import autocast
+from lowshot import cuda_graphs as graph_steps
+from lowshot.devices import autocast, set_precision
 from lowshot.gaussian import fit_gaussian
 from lowshot.losses import l2_loss, median_bandwidth, mmd_loss
 from lowshot.metrics import psnr
@@ -91,6 +91,7 @@ def build_lowshot(
         raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
     latent_dim, seed, precision = run.latent_dim, run.seed, run.precision
     dev = loop._device(run.device)
+    set_precision(precision, dev)  # fp32 means IEEE fp32, tf32 opts in
     targets = loop._to_float(loop._as_images(images), dev)
     if targets.shape[0] < 2:
         raise ValueError("pre-training needs at least two examples")
@@ -113,7 +114,7 @@ def build_lowshot(
     }
     generator = loop._new_generator(run, STAGE, dev)
     codes = nn.Parameter(pretraining_codes(seed, targets.shape[0], latent_dim).to(dev))
-    graphs = run.cuda_graphs and dev.type == "cuda"
+    graphs = graph_steps.graphs_on(run.cuda_graphs, dev)
     optimiser = torch.optim.Adam(
         [*generator.parameters(), codes], lr=config["lr"], capturable=graphs
     )
@@ -145,7 +146,7 @@ def build_lowshot(
         optimiser,
         targets,
         bandwidth,
-        replayed(step, dev) if graphs else step,
+        graph_steps.stepper(step, dev, graphs),
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowshot.devices import autocast
+from lowshot.devices import autocast, set_precision
 from lowshot.losses import critic_loss, generator_loss
 from lowshot.models import Critic, Generator, init_dcgan_weights
 from lowshot.seeds import derive_seed, seeded_generator
@@ -92,6 +92,7 @@ def build_wgan_gp(
     config = gan_settings(settings)
     latent_dim, seed, precision = run.latent_dim, run.seed, run.precision
     dev = loop._device(run.device)
+    set_precision(precision, dev)  # fp32 means IEEE fp32, tf32 opts in
     images = loop._as_images(images)
     batch_size, critic_steps = config["batch_size"], config["critic_steps"]
     gp_weight, lr = config["gp_weight"], config["lr"]
