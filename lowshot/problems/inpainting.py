@@ -9,7 +9,13 @@ from typing import Any
 import torch
 
 from lowshot.problems._names import parse_numbers
-from lowshot.problems.base import IMAGE_SHAPE, Operator, ProblemSpec, register
+from lowshot.problems.base import (
+    IMAGE_SHAPE,
+    Operator,
+    ProblemSpec,
+    check_back_projection,
+    register,
+)
 from lowshot.seeds import derive_seed, seeded_generator
 
 _HEIGHT, _WIDTH = IMAGE_SHAPE[1], IMAGE_SHAPE[2]
@@ -38,6 +44,8 @@ class Inpainting(Operator):
     channels. A(x) = ``x[:, :, mask]`` flattened: (N, 3 * k) for k observed pixels,
     channel-major, pixels in row-major order; values stay in [-1, 1]. A_adjoint puts y
     back at the observed pixels, zeros elsewhere (A A^T = I).
+
+    So A⁺ = A^T, and ``back_project(x, y)`` is x with its observed pixels set to y.
     """
 
     kind = "inpainting"
@@ -144,6 +152,16 @@ class Inpainting(Operator):
         image = y.new_zeros(y.shape[0], *IMAGE_SHAPE)
         image[:, :, self.mask] = y.reshape(y.shape[0], IMAGE_SHAPE[0], -1)
         return image
+
+    def pseudo_inverse(self, r: torch.Tensor) -> torch.Tensor:
+        """r (N, m) -> (N, 3, 64, 64): A^T r, since A A^T = I."""
+        return self.A_adjoint(r)
+
+    def back_project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x (N, 3, 64, 64) with its observed pixels set to y (N, m), exactly: x - A^T A x
+        zeroes them (A^T A x copies them), + A^T y fills them in."""
+        check_back_projection(self, x, y)
+        return x - self.A_adjoint(self.A(x)) + self.A_adjoint(y.to(x.dtype))
 
 
 def random_mask(fraction: float, seed: int) -> torch.Tensor:
