@@ -11,7 +11,12 @@ plugin) decorated with ``@register``. The class owns everything about its proble
 - ``label(spec)``: the name shown in tables and figures;
 - ``noise_std(spec, section)``: the problem's noise level, by default the section's
   ``noise_std``;
-- ``build(spec, config_seed=, device=)``: the operator, with its ``A`` and ``A_adjoint``.
+- ``build(spec, config_seed=, device=)``: the operator, with its ``A`` and ``A_adjoint``;
+- ``pseudo_inverse(r)``: A⁺ r, the minimum-norm image u with A u = r, which
+  ``back_project(x, y) = x + A⁺(y - A x)`` uses (IAGAN's last step). Each built-in family
+  gives it exactly and cheaply (a closed form, or a factor of A Aᵀ computed once); the
+  base class's fallback, for a family that does not, is conjugate gradients on A Aᵀ,
+  which raises an error naming the family when it does not converge.
 
 Noise is a separate object (``GaussianNoise``), applied the same way to every operator.
 Images are (N, 3, 64, 64) float tensors in [-1, 1]; measurements are flat (N, m).
@@ -20,6 +25,7 @@ Images are (N, 3, 64, 64) float tensors in [-1, 1]; measurements are flat (N, m)
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -110,6 +116,30 @@ class Operator(abc.ABC):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """The adjoint: y (N, m) -> (N, 3, 64, 64), with <A x, y> = <x, A_adjoint y>."""
 
+    def pseudo_inverse(self, r: torch.Tensor) -> torch.Tensor:
+        """A⁺ r, the Moore-Penrose pseudo-inverse: r (N, m) -> (N, 3, 64, 64), per image the
+        minimum-norm u with A u = r (A of full row rank m, which every built-in family has).
+
+        Fallback for families that do not give their own: ``conjugate_gradient_pseudo_inverse``
+        (CG on A Aᵀ v = r, u = Aᵀ v), generic but iterative; it raises ``RuntimeError``
+        naming the family when it does not converge. A family with a closed form or a
+        cheap factorisation overrides this with it.
+        """
+        return conjugate_gradient_pseudo_inverse(self, r)
+
+    def back_project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x + A⁺(y - A x): x (N, 3, 64, 64), y (N, m) -> (N, 3, 64, 64), not clipped.
+
+        Per image the point of the affine set {u : A u = y} nearest to x (its orthogonal
+        projection there): A of the result is y, an x with A x = y is returned unchanged,
+        and projecting twice is projecting once. With noiseless y the true image lies in
+        that set, so the result is never farther from it than x is (nor after clipping to
+        [-1, 1], a projection onto another convex set that holds it). Not under
+        ``torch.no_grad``: the caller decides.
+        """
+        check_back_projection(self, x, y)
+        return x + self.pseudo_inverse(y - self.A(x))
+
     @classmethod
     def input_image(cls, truth: np.ndarray) -> np.ndarray | None:
         """Figure 2's input row for uint8 test images (K, 64, 64, 3), or None."""
@@ -118,6 +148,76 @@ class Operator(abc.ABC):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.A(x)
+
+
+def check_back_projection(operator: Operator, x: torch.Tensor, y: torch.Tensor) -> None:
+    """``ValueError`` unless x is (N, 3, 64, 64) and y (N, m) for ``operator``'s m."""
+    if tuple(x.shape[1:]) != IMAGE_SHAPE or tuple(y.shape) != (x.shape[0], operator.m):
+        raise ValueError(
+            f"{operator.name} back-projection: images (N, {', '.join(map(str, IMAGE_SHAPE))}) "
+            f"and measurements (N, {operator.m}), not {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+
+
+# The generic pseudo-inverse's conjugate gradients (our choices): stop when the recursive
+# residual of A Aᵀ v = r is below CG_TOLERANCE * ||r|| per image; accept the result when
+# the true residual, recomputed (the recursion drifts from it in float32), is below
+# CG_ACCEPT * ||r||, 10x below the 1e-4 relative that tests ask of A(back_project(x, y))
+# = y. At most CG_MAX_ITERATIONS steps: CG needs about sqrt(kappa) * ln(2 / tol) / 2 of
+# them for a condition number kappa of A Aᵀ, so 300 cover kappa up to about 1,000. An
+# operator with A Aᵀ = c I needs one.
+CG_TOLERANCE = 1e-6
+CG_ACCEPT = 1e-5
+CG_MAX_ITERATIONS = 300
+
+
+def conjugate_gradient_pseudo_inverse(operator: Operator, r: torch.Tensor) -> torch.Tensor:
+    """A⁺ r for any operator through its ``A`` and ``A_adjoint``: r (N, m) -> (N, 3, 64, 64).
+
+    Solves A Aᵀ v = r by conjugate gradients, every image its own (batched) system, and
+    returns Aᵀ v, the minimum-norm solution of A u = r when A has full row rank.
+    ``RuntimeError`` naming the operator's family when the true residual of some image is
+    above ``CG_ACCEPT * ||r||`` after at most ``CG_MAX_ITERATIONS`` steps (A Aᵀ singular
+    or badly conditioned): that family should give its own ``pseudo_inverse``.
+    """
+    if r.ndim != 2 or r.shape[1] != operator.m:
+        raise ValueError(f"{operator.name} pseudo-inverse: r must be (N, {operator.m})")
+
+    def gram(v: torch.Tensor) -> torch.Tensor:
+        return operator.A(operator.A_adjoint(v))
+
+    # An image whose r is not finite (a diverged recovery) gets NaN, the others their solve.
+    finite = torch.isfinite(r).all(dim=1)
+    r = torch.where(finite[:, None], r, torch.zeros_like(r))
+    size = r.norm(dim=1)
+    target = (CG_TOLERANCE * size).square()
+    v = torch.zeros_like(r)
+    residual = r.clone()
+    direction = residual.clone()
+    power = residual.square().sum(dim=1)
+    for _ in range(CG_MAX_ITERATIONS):
+        if bool((power <= target).all()):
+            break
+        image = gram(direction)
+        curvature = (direction * image).sum(dim=1)
+        # An image already converged (or with r = 0) takes no step: no 0 / 0.
+        step = torch.where(power > target, power / curvature, torch.zeros_like(power))
+        v = v + step[:, None] * direction
+        residual = residual - step[:, None] * image
+        new_power = residual.square().sum(dim=1)
+        ratio = torch.where(power > 0, new_power / power, torch.zeros_like(power))
+        direction = residual + ratio[:, None] * direction
+        power = new_power
+    # The recursion's residual drifts from the true one in float32: check the true one.
+    if not bool(((r - gram(v)).norm(dim=1) <= CG_ACCEPT * size).all()):
+        raise RuntimeError(
+            f"problem family {type(operator).kind!r} ({type(operator).__name__}): its "
+            f"pseudo-inverse, by conjugate gradients on A Aᵀ (the base class's fallback), "
+            f"did not converge in {CG_MAX_ITERATIONS} steps; give the family its own "
+            "pseudo_inverse (or run IAGAN with back_project: false)"
+        )
+    solution = operator.A_adjoint(v)
+    return torch.where(finite[:, None, None, None], solution, torch.full_like(solution, math.nan))
 
 
 @dataclass(frozen=True)

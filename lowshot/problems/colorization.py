@@ -23,6 +23,9 @@ class Colorization(Operator):
     u -> 2u - 1 between [0, 1] and [-1, 1]: the luma of an image in [-1, 1] is the [-1, 1]
     version of its luma in [0, 1], and y stays in [-1, 1]. This is the transform of PIL's
     ``Image.convert('L')`` (which in addition rounds to uint8).
+
+    Per pixel A is the row w = (0.299, 0.587, 0.114), so A Aᵀ = ||w||² I and the
+    pseudo-inverse is closed-form: A⁺ r = w r / ||w||² at each pixel.
     """
 
     kind = "colorization"
@@ -67,6 +70,11 @@ class Colorization(Operator):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """y (N, 4096) -> each channel c of the image is weight_c * y: (N, 3, 64, 64)."""
         return self.weights.to(y.dtype)[None, :, None, None] * self.as_image(y)
+
+    def pseudo_inverse(self, r: torch.Tensor) -> torch.Tensor:
+        """r (N, 4096) -> (N, 3, 64, 64): channel c of each pixel is w_c r / ||w||²."""
+        weights = self.weights.to(r.dtype)
+        return self.A_adjoint(r) / weights.square().sum()
 
     @staticmethod
     def as_image(y: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,14 @@ from typing import Any
 import torch
 
 from lowshot.config import ConfigError
-from lowshot.problems.base import IMAGE_SHAPE, IMAGE_SIZE, Operator, ProblemSpec, register
+from lowshot.problems.base import (
+    IMAGE_SHAPE,
+    IMAGE_SIZE,
+    Operator,
+    ProblemSpec,
+    check_back_projection,
+    register,
+)
 
 
 @register
@@ -19,6 +26,9 @@ class Denoising(Operator):
     noise is the section's ``noise_std``, as for every problem, and its schema default is
     0: the user sets ``problems.denoising.noise_std`` (e.g. 0.1). Asking for denoising
     with noise_std 0 (y = x, nothing to recover) is a config error. ``ratio`` None.
+
+    A⁺ = A = I, so ``back_project(x, y)`` is y itself, whatever x: under noise, the noisy
+    observation.
     """
 
     kind = "denoising"
@@ -75,3 +85,13 @@ class Denoising(Operator):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """y (N, 12288) -> the image (N, 3, 64, 64)."""
         return y.reshape(y.shape[0], *IMAGE_SHAPE)
+
+    def pseudo_inverse(self, r: torch.Tensor) -> torch.Tensor:
+        """r (N, 12288) -> the image (N, 3, 64, 64): A⁺ = I."""
+        return self.A_adjoint(r)
+
+    def back_project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y as images (N, 3, 64, 64), exactly (x + (y - x) would round): the only image
+        with A u = y."""
+        check_back_projection(self, x, y)
+        return self.A_adjoint(y).to(x.dtype).clone()

@@ -9,7 +9,13 @@ from typing import Any
 import torch
 
 from lowshot.problems._names import parse_numbers
-from lowshot.problems.base import IMAGE_SHAPE, Operator, ProblemSpec, register
+from lowshot.problems.base import (
+    IMAGE_SHAPE,
+    Operator,
+    ProblemSpec,
+    check_back_projection,
+    register,
+)
 from lowshot.seeds import derive_seed, seeded_generator
 
 _HEIGHT, _WIDTH = IMAGE_SHAPE[1], IMAGE_SHAPE[2]
@@ -41,6 +47,8 @@ class Inpainting(Operator):
     through ``observed``, the k flat pixel indices found once: static shapes and no host
     synchronisation, so a step that measures can be captured as a CUDA graph (indexing
     by the boolean mask calls ``nonzero``, whose output size only the host can learn).
+
+    So A⁺ = A^T, and ``back_project(x, y)`` is x with its observed pixels set to y.
     """
 
     kind = "inpainting"
@@ -151,6 +159,16 @@ class Inpainting(Operator):
         values = y.reshape(n, channels, self.observed.shape[0])
         image = y.new_zeros(n, channels, _PIXELS).index_copy(2, self.observed, values)
         return image.reshape(n, *IMAGE_SHAPE)
+
+    def pseudo_inverse(self, r: torch.Tensor) -> torch.Tensor:
+        """r (N, m) -> (N, 3, 64, 64): A^T r, since A A^T = I."""
+        return self.A_adjoint(r)
+
+    def back_project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x (N, 3, 64, 64) with its observed pixels set to y (N, m), exactly: x - A^T A x
+        zeroes them (A^T A x copies them), + A^T y fills them in."""
+        check_back_projection(self, x, y)
+        return x - self.A_adjoint(self.A(x)) + self.A_adjoint(y.to(x.dtype))
 
 
 def random_mask(fraction: float, seed: int) -> torch.Tensor:

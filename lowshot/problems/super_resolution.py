@@ -27,7 +27,9 @@ class SuperResolution(Operator):
     This is PIL's ``Image.resize((64 // f, 64 // f), Image.Resampling.BOX)``
     (without its rounding to uint8). Each row of A holds 1/f^2 at its block's f^2 pixels,
     so A_adjoint spreads each value times 1/f^2 evenly over its block (A A^T = I / f^2).
-    Nothing is random. ``ratio`` is f (Figure 1's x axis when it plots this family).
+    The pseudo-inverse is therefore f^2 A^T: each value copied to its block's f^2 pixels
+    (nearest-neighbour up-sampling). Nothing is random. ``ratio`` is f (Figure 1's x axis
+    when it plots this family).
     """
 
     kind = "super_resolution"
@@ -90,6 +92,12 @@ class SuperResolution(Operator):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """y (N, 3 * (64/f)^2) -> (N, 3, 64, 64), value / f^2 on each pixel of its block."""
         low = y.reshape(y.shape[0], IMAGE_SHAPE[0], self.low, self.low) / self.factor**2
+        return low.repeat_interleave(self.factor, dim=2).repeat_interleave(self.factor, dim=3)
+
+    def pseudo_inverse(self, r: torch.Tensor) -> torch.Tensor:
+        """r (N, 3 * (64/f)^2) -> (N, 3, 64, 64), each value on every pixel of its block
+        (f^2 A^T r, since A A^T = I / f^2)."""
+        low = r.reshape(r.shape[0], IMAGE_SHAPE[0], self.low, self.low)
         return low.repeat_interleave(self.factor, dim=2).repeat_interleave(self.factor, dim=3)
 
 
