@@ -7,7 +7,7 @@ recovers the first ``--images`` validation faces of a split with CSGM then IAGAN
 workflow runs them (measurements, operators and per-image seeds are the workflow's; the
 recipes are the config's ``recover.csgm`` and ``recover.iagan``, ``--csgm-steps`` and
 ``--joint-steps`` override their step counts for a quick look on a CPU), IAGAN with
-``back_project: false``, then back-projects that same result exactly as IAGAN does with
+``back_project: never``, then back-projects that same result exactly as IAGAN does with
 the setting on (``lowshot.methods.iagan.back_projected``): the two columns are paired.
 
 It prints the PSNR table (CSGM, IAGAN without and with the back-projection, the paired
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.images)
     generator = load_gan(args.generator)
     csgm_settings = method_settings(config, "csgm")
-    iagan_settings = {**method_settings(config, "iagan"), "back_project": False}
+    iagan_settings = {**method_settings(config, "iagan"), "back_project": "never"}
     if args.csgm_steps is not None:
         csgm_settings["steps"] = args.csgm_steps
     if args.joint_steps is not None:

@@ -371,6 +371,7 @@ def recover_job(
         device=torch_device,
         precision=runtime.precision,
         cuda_graphs=runtime.cuda_graphs,
+        noise_std=noise_std,
     )
     seconds = time.perf_counter() - started
     recovered = result.images.detach().float().cpu()

@@ -67,3 +67,25 @@ def copy_workflow(destination: Path) -> Path:
         else:
             shutil.copy2(source, destination / name)
     return destination
+
+
+@pytest.fixture
+def readme_examples(tmp_path: Path):
+    """The README's examples (``readme_text.write_examples``) loaded as plugins in this
+    process, unloaded after the test; yields their files."""
+    import sys
+
+    from readme_text import EXAMPLE_KINDS, write_examples
+
+    from lowshot import methods, problems
+    from lowshot.registry import load_plugins
+
+    before = set(sys.modules)
+    paths = write_examples(tmp_path / "readme_examples")
+    load_plugins([str(p) for p in paths])
+    loaded = [name for name in set(sys.modules) - before if name.startswith("lowshot_plugin_")]
+    yield paths
+    methods.METHODS.unregister(EXAMPLE_KINDS["method"])
+    problems.PROBLEMS.unregister(EXAMPLE_KINDS["problem"])
+    for name in loaded:
+        del sys.modules[name]

@@ -204,3 +204,19 @@ def relative_links(text: str) -> list[tuple[str, int]]:
         if not re.match(r"[a-z][a-z0-9+.-]*:", target):
             links.append((target, outside.count("\n", 0, match.start()) + 1))
     return links
+
+
+# What each README example registers (its tag -> the method or problem kind): the tests
+# that load the examples assert about these names.
+EXAMPLE_KINDS = {"method": "backprojection", "problem": "occlusion"}
+
+
+def write_examples(folder: Path) -> list[Path]:
+    """The README's Python examples as files ``readme_<tag>.py`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for tag, block in python_examples(readme_text()).items():
+        path = folder / f"readme_{tag}.py"
+        path.write_text(block.text)
+        paths.append(path)
+    return paths

@@ -9,7 +9,6 @@ and on real faces with noiseless y it never moves an estimate away from the trut
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from lowshot.data.sources import decode_image, open_source
 from lowshot.images import to_float
 from lowshot.methods import recover, resolve_settings
 from lowshot.methods.engine import measurement_loss
+from lowshot.methods.iagan import back_projects
 from lowshot.models import Generator, init_dcgan_weights
 from lowshot.problems import (
     IMAGE_SHAPE,
@@ -35,12 +35,10 @@ from lowshot.problems import (
 )
 from lowshot.problems.base import CG_MAX_ITERATIONS, conjugate_gradient_pseudo_inverse
 from lowshot.problems.compressed_sensing import GaussianCS
-from lowshot.registry import load_plugins
 from lowshot.seeds import derive_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOY = Path(__file__).with_name("toy_extension.py")
 # One problem of each registered family (small ones: the CS Cholesky factor of m/n = 0.1
 # takes about a second here). A new family fails test_every_family_has_an_example until it
 # is added, so that the tests below cover it.
@@ -51,7 +49,7 @@ EXAMPLES = {
     "inpainting": "inpaint-0.3",
     "super_resolution": "sr-x4",
     "denoising": "denoise",
-    "toy_half": "toy-half",
+    "occlusion": "occlude-16",  # the README's example problem (tests/readme_text.py)
 }
 # What "exact" means for A(back_project(x, y)) = y: relative to ||y||, float32 rounding.
 TOLERANCE = 1e-4
@@ -70,21 +68,6 @@ def uniform_images(n: int, seed: int) -> torch.Tensor:
 def relative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per row ||a - b|| / ||b|| over all but the first axis."""
     return (a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)
-
-
-@pytest.fixture
-def toy_loaded():
-    """The toy plugin (tests/toy_extension.py) loaded, and unloaded after the test."""
-    from lowshot import methods
-
-    before = set(sys.modules)
-    load_plugins([str(TOY)])
-    plugins = [name for name in set(sys.modules) - before if name.startswith("lowshot_plugin_")]
-    yield
-    methods.METHODS.unregister("toy-backprojection")
-    PROBLEMS.unregister("toy_half")
-    for name in plugins:
-        del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +107,8 @@ def test_back_projection_is_the_exact_projection(kind: str) -> None:
     check_exact_projection(example(kind))
 
 
-def test_the_toy_plugin_back_projects_through_the_generic_fallback(toy_loaded) -> None:
-    operator = example("toy_half")
+def test_the_readme_problem_back_projects_through_the_generic_fallback(readme_examples) -> None:
+    operator = make_operator(parse_problem(EXAMPLES["occlusion"]), config_seed=0)
     # It gives no pseudo-inverse of its own: the base class's conjugate gradients.
     assert type(operator).pseudo_inverse is Operator.pseudo_inverse
     check_exact_projection(operator)
@@ -256,7 +239,7 @@ def small_gan() -> Generator:
 def test_iagan_back_projects_by_default_and_records_the_returned_loss(
     faces: torch.Tensor,
 ) -> None:
-    assert resolve_settings("iagan", None)["back_project"] is True
+    assert resolve_settings("iagan", None)["back_project"] == "noiseless"
     operator = GaussianCS(0.05, seed=derive_seed(0, "operator", "cs-0.05"))
     y = operator.A(faces[:2])
     generator = small_gan()
@@ -272,7 +255,7 @@ def test_iagan_back_projects_by_default_and_records_the_returned_loss(
     )
     joint = {"joint_steps": 2, "joint_theta_lr": 1e-3, "joint_z_lr": 1e-4}
 
-    def iagan(back_project: bool | None):
+    def iagan(back_project: str | None, noise_std: float = 0.0):
         settings = joint if back_project is None else {**joint, "back_project": back_project}
         return recover(
             "iagan",
@@ -283,9 +266,10 @@ def test_iagan_back_projects_by_default_and_records_the_returned_loss(
             model=generator,
             progress=False,
             start=start,
+            noise_std=noise_std,
         )
 
-    plain, projected = iagan(False), iagan(None)
+    plain, projected = iagan("never"), iagan(None)
     # The default is the image-adaptive result back-projected, then clipped.
     expected = operator.back_project(plain.images, y).clamp(-1, 1)
     torch.testing.assert_close(projected.images, expected, rtol=0, atol=1e-5)
@@ -303,3 +287,15 @@ def test_iagan_back_projects_by_default_and_records_the_returned_loss(
     assert torch.equal(projected.z, plain.z)
     assert np.array_equal(projected.iterations, plain.iterations)
     assert not projected.diverged.any()
+    # Under noise the default keeps the image-adaptive result; "always" projects onto the
+    # noisy y, as IAGAN's main.py does.
+    noisy_default, noisy_always = iagan(None, noise_std=0.1), iagan("always", noise_std=0.1)
+    assert torch.equal(noisy_default.images, plain.images)
+    torch.testing.assert_close(noisy_always.images, projected.images, rtol=0, atol=0)
+
+
+def test_iagan_back_projection_setting_is_checked() -> None:
+    assert back_projects("noiseless", 0.0) and not back_projects("noiseless", 0.05)
+    assert back_projects("always", 0.05) and not back_projects("never", 0.0)
+    with pytest.raises(ValueError, match="back_project must be one of"):
+        back_projects("true", 0.0)

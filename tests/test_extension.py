@@ -21,42 +21,16 @@ import pytest
 import torch
 import yaml
 from conftest import copy_workflow
-from readme_text import python_examples, readme_text
+from readme_text import EXAMPLE_KINDS, python_examples, readme_text, write_examples
 
 from lowshot import methods, problems
 from lowshot.plots import read_layout_tag
 from lowshot.problems import IMAGE_SHAPE, GaussianNoise, measure
 from lowshot.registry import load_plugins
 
-# What each example registers: the assertions below are about these names.
-EXAMPLES = {"method": "backprojection", "problem": "occlusion"}
+EXAMPLES = EXAMPLE_KINDS
 RUFF = Path(sys.executable).with_name("ruff")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_examples(folder: Path) -> list[Path]:
-    """The README's Python examples as files ``readme_<tag>.py`` in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for tag, block in python_examples(readme_text()).items():
-        path = folder / f"readme_{tag}.py"
-        path.write_text(block.text)
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture
-def examples_loaded(tmp_path: Path):
-    """The README's examples loaded as plugins in this process, unloaded after the test."""
-    before = set(sys.modules)
-    paths = write_examples(tmp_path)
-    load_plugins([str(p) for p in paths])
-    loaded = [name for name in set(sys.modules) - before if name.startswith("lowshot_plugin_")]
-    yield paths
-    methods.METHODS.unregister(EXAMPLES["method"])
-    problems.PROBLEMS.unregister(EXAMPLES["problem"])
-    for name in loaded:
-        del sys.modules[name]
 
 
 def test_readme_has_exactly_the_examples_these_tests_run() -> None:
@@ -81,8 +55,8 @@ def test_readme_examples_pass_the_projects_lint(tmp_path: Path) -> None:
             )
 
 
-def test_readme_examples_register_from_their_files_alone(examples_loaded) -> None:
-    load_plugins([str(p) for p in examples_loaded])  # every job loads them again: no error
+def test_readme_examples_register_from_their_files_alone(readme_examples) -> None:
+    load_plugins([str(p) for p in readme_examples])  # every job loads them again: no error
     method, problem = EXAMPLES["method"], EXAMPLES["problem"]
     assert methods.family(method).label == "Back-projection"
     assert methods.method_specs({"recover": {"methods": [method, "csgm"]}}) == [

@@ -63,7 +63,7 @@ def recover(files: dict[str, Path], method: str, settings: dict, output: Path, *
 def test_iagan_starts_from_the_csgm_job_result_bit_for_bit(files, tmp_path) -> None:
     csgm = recover(files, "csgm", {"steps": 3, "restarts": 2}, tmp_path / "csgm.h5")
     # Without the back-projection, which would change even the 0-step result's image.
-    joint = {"joint_theta_lr": 1e-3, "joint_z_lr": 1e-2, "back_project": False}
+    joint = {"joint_theta_lr": 1e-3, "joint_z_lr": 1e-2, "back_project": "never"}
     first = recover(
         files, "iagan", {**joint, "joint_steps": 0}, tmp_path / "iagan0.h5", start_h5=csgm
     )

@@ -58,7 +58,9 @@ class RecoveryTask:
     method's ``model`` names, loaded (or None); latent_dim: size of z when no model fixes
     it; precision: "fp32", "tf32" or "bf16" (``lowshot.devices.set_precision``);
     progress: show progress bars; start: the result of the ``starts_from`` method for the
-    same images (or None); cuda_graphs: the engine's steps as CUDA graphs (on CUDA).
+    same images (or None); cuda_graphs: the engine's steps as CUDA graphs (on CUDA);
+    noise_std: the std (>= 0, in image units) of the noise in y, which a method may use
+    (IAGAN back-projects only noiseless measurements by default).
     """
 
     operator: Operator
@@ -71,6 +73,7 @@ class RecoveryTask:
     progress: bool
     start: RecoveryResult | None = None
     cuda_graphs: bool = False
+    noise_std: float = 0.0
 
     @property
     def options(self) -> dict[str, Any]:
@@ -226,6 +229,7 @@ def recover(
     progress: bool = True,
     max_batch: int | None = None,
     start: RecoveryResult | None = None,
+    noise_std: float = 0.0,
 ) -> RecoveryResult:
     """Recover N images from their measurements y (N, m) with method kind ``method``.
 
@@ -243,6 +247,7 @@ def recover(
     max_batch: recover at most this many images at once (memory); None: all at once.
         The result does not depend on it.
     start: the result of the method's ``starts_from`` method on the same N images.
+    noise_std: the std of the noise in y (the problem's ``noise_std``; 0: noiseless).
     Returns images (N, 3, 64, 64) in [-1, 1] on the CPU and per-image diagnostics.
     """
     cls = METHODS[method]
@@ -282,13 +287,24 @@ def recover(
                     cuda_graphs=cuda_graphs,
                     progress=progress,
                     start=None if start is None else start.select(slice(first, first + max_batch)),
+                    noise_std=noise_std,
                 )
                 for first in range(0, n, max_batch)
             ]
         )
     stage = cls.run(
         RecoveryTask(
-            operator, y, seeds, resolved, model, latent_dim, precision, progress, start, cuda_graphs
+            operator,
+            y,
+            seeds,
+            resolved,
+            model,
+            latent_dim,
+            precision,
+            progress,
+            start,
+            cuda_graphs,
+            float(noise_std),
         )
     )
     result = RecoveryResult(

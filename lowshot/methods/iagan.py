@@ -16,6 +16,9 @@ from lowshot.methods.engine import (
 )
 from lowshot.problems import Operator
 
+# The values of IAGAN's ``back_project`` setting.
+BACK_PROJECTION = ("noiseless", "always", "never")
+
 
 @register
 class IAGAN(RecoveryMethod):
@@ -25,8 +28,9 @@ class IAGAN(RecoveryMethod):
     and a per-image copy of the WGAN-GP theta (``joint_theta_lr``), the joint recipe that
     every method shares (``lowshot.methods.engine.JOINT_STAGE``, IAGAN's own code).
 
-    With ``back_project`` (the default, as IAGAN's code returns it) the image returned is
-    that stage's image x back-projected, x + A⁺(y - A x) (``Operator.back_project``),
+    With ``back_project`` ("noiseless", the default: on noiseless problems, as IAGAN's
+    code returns it; see the setting) the image returned is that stage's image x
+    back-projected, x + A⁺(y - A x) (``Operator.back_project``),
     clipped to [-1, 1]; its ``measurement_loss`` is that returned image's, and ``z`` stays
     the image-adaptive stage's code (the back-projected image is no G(z))."""
 
@@ -39,19 +43,22 @@ class IAGAN(RecoveryMethod):
         **joint_stage_settings(),
         "back_project": {
             "description": (
-                "Return the image-adaptive result back-projected, x + A⁺(y - A x) with A⁺ "
-                "the pseudo-inverse (the nearest image with A x = y; each problem's exact "
-                "Operator.back_project), clipped to [-1, 1]. Default true: IAGAN's code "
-                "(github shadyabh/IAGAN, main.py) returns I_IA_BP = A_dagY + I_IA - "
-                "A_dag(A(I_IA)), A_dagY = A_dag(y) of the noisy y (the noise is added to y "
-                "first), and saves it clipped to the generator's range (IAGAN.py, "
-                "save_imag). Their A_dag is the adjoint for their partial-FFT CS and "
-                "bicubic up-sampling for their super-resolution; here A⁺ is each "
-                "problem's exact pseudo-inverse. Under noise the projection fits the "
-                "noise too: for denoising it returns y."
+                "When to return the image-adaptive result back-projected, x + A⁺(y - A x) "
+                "with A⁺ the pseudo-inverse (the nearest image with A x = y; each "
+                "problem's exact Operator.back_project), clipped to [-1, 1]: 'noiseless' "
+                "(default) on problems without measurement noise, 'always', or 'never'. "
+                "IAGAN's code (github shadyabh/IAGAN, main.py) returns I_IA_BP = A_dagY + "
+                "I_IA - A_dag(A(I_IA)), A_dagY = A_dag(y), and saves it clipped to the "
+                "generator's range (IAGAN.py, save_imag); their A_dag is the adjoint for "
+                "their partial-FFT CS and bicubic up-sampling for their super-resolution, "
+                "here A⁺ is each problem's exact pseudo-inverse. On the paper's noiseless "
+                "grid 'noiseless' and 'always' are the same. Ours: not under noise by "
+                "default, where their code projects onto the noisy y too ('always'): that "
+                "fits the noise exactly in A's row space (for denoising it returns y)."
             ),
-            "type": "boolean",
-            "default": True,
+            "type": "string",
+            "enum": list(BACK_PROJECTION),
+            "default": "noiseless",
         },
     }
     starts_from = "csgm"
@@ -77,9 +84,17 @@ class IAGAN(RecoveryMethod):
             desc="iagan joint",
             **task.options,
         )
-        if not task.settings["back_project"]:
+        if not back_projects(task.settings["back_project"], task.noise_std):
             return adapted
         return back_projected(adapted, task.operator, task.y)
+
+
+def back_projects(when: str, noise_std: float) -> bool:
+    """Whether IAGAN back-projects: ``when`` one of ``BACK_PROJECTION``, ``noise_std`` >= 0
+    the problem's noise level."""
+    if when not in BACK_PROJECTION:
+        raise ValueError(f"back_project must be one of {BACK_PROJECTION}, not {when!r}")
+    return when == "always" or (when == "noiseless" and noise_std == 0)
 
 
 def back_projected(stage: StageResult, operator: Operator, y: torch.Tensor) -> StageResult:

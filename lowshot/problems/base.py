@@ -214,7 +214,7 @@ def conjugate_gradient_pseudo_inverse(operator: Operator, r: torch.Tensor) -> to
             f"problem family {type(operator).kind!r} ({type(operator).__name__}): its "
             f"pseudo-inverse, by conjugate gradients on A Aᵀ (the base class's fallback), "
             f"did not converge in {CG_MAX_ITERATIONS} steps; give the family its own "
-            "pseudo_inverse (or run IAGAN with back_project: false)"
+            "pseudo_inverse (or run IAGAN with back_project: never)"
         )
     solution = operator.A_adjoint(v)
     return torch.where(finite[:, None, None, None], solution, torch.full_like(solution, math.nan))
