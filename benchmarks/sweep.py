@@ -34,7 +34,10 @@ split's *validation* faces (never the test faces, never trained on: ``split.n_va
   earlier run;
 - a method that continues another's result (its class's ``starts_from``, IAGAN from
   CSGM) starts from that method run once per problem with its config settings, so only
-  its own stage is tuned.
+  its own stage is tuned;
+- a latent search (``search_latent``) met again with the same inputs is not repeated
+  (``memoised_latent_searches``: it is deterministic): runs that change only a joint
+  stage cost only that stage. The ``seconds`` column is what each run took here.
 
 Measurements are the workflow's: operator seed from (config seed, problem), noise seeds
 from (config seed, "noise", problem, image id); a method's draws from (config seed,
@@ -55,12 +58,13 @@ line one JSON object with everything. ``--budget 1`` scores the config's setting
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import operator
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,6 +326,57 @@ def compass_search(
     return runs
 
 
+@contextlib.contextmanager
+def memoised_latent_searches() -> Iterator[dict[str, Any]]:
+    """Inside the block, ``lowshot.methods.engine.search_latent`` (in the engine and in
+    every module that imported it) returns a stored result when called again with the
+    same inputs: the same network values, operator, measurements, starts, steps,
+    learning rate and options. The search is deterministic, so a run that changes only a
+    later stage (a joint stage's learning rate) reuses its latent search instead of
+    repeating it; results are unchanged. Yields the store (key -> StageResult); the
+    modules get their function back on exit."""
+    import hashlib
+    import sys
+
+    import torch
+
+    from lowshot.methods import engine
+
+    original = engine.search_latent
+    store: dict[str, Any] = {}
+
+    def digest(*tensors: torch.Tensor) -> str:
+        hasher = hashlib.sha256()
+        for tensor in tensors:
+            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return hasher.hexdigest()
+
+    def search_latent(generator, operator_, y, starts, **options):  # type: ignore[no-untyped-def]
+        key = json.dumps(
+            [
+                digest(*generator.state_dict().values()),
+                id(operator_),
+                digest(y, *starts),
+                {k: v for k, v in options.items() if k not in ("progress", "desc")},
+            ],
+            default=str,
+        )
+        if key not in store:
+            store[key] = original(generator, operator_, y, starts, **options)
+        return store[key]
+
+    patched = [
+        m for m in list(sys.modules.values()) if getattr(m, "search_latent", None) is original
+    ]
+    for module in patched:
+        module.search_latent = search_latent  # type: ignore[attr-defined]
+    try:
+        yield store
+    finally:
+        for module in patched:
+            module.search_latent = original  # type: ignore[attr-defined]
+
+
 def settings_key(settings: Mapping[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
@@ -431,60 +486,26 @@ def finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = load_config(args.configfile)
-    seed = int(config["seed"])
-    device = prepare_device(args.device, args.threads)
-    kinds = list(args.methods or config["recover"]["methods"])
-    specs = {name: parse_problem(name) for name in args.problems}
-
-    truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.skip + args.images)
-    truth, image_ids = truth[args.skip :], list(image_ids[args.skip :])
-    if len(image_ids) < args.images:
-        print(f"note: {args.splits_h5} holds {len(image_ids)} validation images after the skip")
-    if not image_ids:
-        raise SystemExit("no validation faces left after --skip")
-
-    models = load_models(args)
-    methods, skipped = candidates(config, kinds, models)
-    for kind, why in skipped.items():
-        print(f"note: {kind} skipped: {why}")
-
-    measurements = {
-        name: observe(
-            name,
-            truth,
-            image_ids,
-            config_seed=seed,
-            noise_std=noise_std(config, name),
-            device=device,
-        )
-        for name in specs
-    }
-
-    def recover_all(
-        kind: str, problem: str, settings: Mapping[str, Any], model: Any, start: Any
-    ) -> tuple[RecoveryResult, float]:
-        """Recover the validation faces of ``problem`` -> (result, seconds)."""
-        operator_, y = measurements[problem]
-        started = time.perf_counter()
-        result = recover(
-            kind,
-            operator_,
-            y,
-            seeds=[derive_seed(seed, "sweep", kind, problem, i) for i in image_ids],
-            settings=settings,
-            model=model,
-            start=start,
-            latent_dim=int(config["model"]["latent_dim"]),
-            device=device,
-            precision=config["precision"],
-            progress=False,
-        )
-        return result, time.perf_counter() - started
-
+def tune_all(
+    args: argparse.Namespace,
+    config: Mapping[str, Any],
+    methods: Sequence[Candidate],
+    models: Mapping[str, list[Any]],
+    specs: Mapping[str, Any],
+    recover_all: Callable[..., tuple[RecoveryResult, float]],
+    truth: Any,
+    skipped: dict[str, str],
+) -> tuple[
+    dict[str, list[Run]],
+    dict[str, Run],
+    dict[str, list[str]],
+    dict[str, list[Bound]],
+    dict[str, str],
+]:
+    """Tune every method in order (``compass_search``): its runs, its chosen run, its tuned
+    keys and bounds (by method name), and the starts of the methods that continue another
+    one. ``recover_all(kind, problem, settings, model, start)`` -> (result, seconds);
+    ``skipped`` gains the methods whose start failed."""
     all_runs: dict[str, list[Run]] = {}
     chosen: dict[str, Run] = {}
     chosen_settings: dict[str, dict[str, Any]] = {}
@@ -553,6 +574,67 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         chosen[method.name] = choose(runs)
         chosen_settings[method.kind] = chosen[method.name].settings
 
+    return all_runs, chosen, tuned_keys, bounds, start_of
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = load_config(args.configfile)
+    seed = int(config["seed"])
+    device = prepare_device(args.device, args.threads)
+    kinds = list(args.methods or config["recover"]["methods"])
+    specs = {name: parse_problem(name) for name in args.problems}
+
+    truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.skip + args.images)
+    truth, image_ids = truth[args.skip :], list(image_ids[args.skip :])
+    if len(image_ids) < args.images:
+        print(f"note: {args.splits_h5} holds {len(image_ids)} validation images after the skip")
+    if not image_ids:
+        raise SystemExit("no validation faces left after --skip")
+
+    models = load_models(args)
+    methods, skipped = candidates(config, kinds, models)
+    for kind, why in skipped.items():
+        print(f"note: {kind} skipped: {why}")
+
+    measurements = {
+        name: observe(
+            name,
+            truth,
+            image_ids,
+            config_seed=seed,
+            noise_std=noise_std(config, name),
+            device=device,
+        )
+        for name in specs
+    }
+
+    def recover_all(
+        kind: str, problem: str, settings: Mapping[str, Any], model: Any, start: Any
+    ) -> tuple[RecoveryResult, float]:
+        """Recover the validation faces of ``problem`` -> (result, seconds)."""
+        operator_, y = measurements[problem]
+        started = time.perf_counter()
+        result = recover(
+            kind,
+            operator_,
+            y,
+            seeds=[derive_seed(seed, "sweep", kind, problem, i) for i in image_ids],
+            settings=settings,
+            model=model,
+            start=start,
+            latent_dim=int(config["model"]["latent_dim"]),
+            device=device,
+            precision=config["precision"],
+            progress=False,
+        )
+        return result, time.perf_counter() - started
+
+    with memoised_latent_searches():
+        all_runs, chosen, tuned_keys, bounds, start_of = tune_all(
+            args, config, methods, models, specs, recover_all, truth, skipped
+        )
     print()
     print(
         f"tuning: {len(image_ids)} validation faces ({', '.join(image_ids)}), problems "

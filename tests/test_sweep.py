@@ -242,3 +242,25 @@ def test_choose_disqualifies_diverged_runs_and_keeps_the_earlier_of_a_tie() -> N
     with pytest.raises(ValueError, match="has no settings"):
         sweep.dimensions("csgm", ["lrr"])
     assert sweep.parse_tune(["untrained=init,lr"]) == {"untrained": ["init", "lr"]}
+
+
+def test_a_latent_search_met_again_is_reused_with_the_same_result(files: dict[str, Path]) -> None:
+    from lowshot.io import load_lowshot
+    from lowshot.methods import engine, recover
+    from lowshot.methods import lowshot as lowshot_method
+    from lowshot.problems.colorization import Colorization
+
+    model = load_lowshot(files["model"])
+    operator = Colorization()
+    y = torch.randn(2, operator.m, generator=torch.Generator().manual_seed(0))
+
+    def once(theta_lr: float) -> torch.Tensor:
+        settings = {**STEPS["lowshot"], "joint_theta_lr": theta_lr}
+        result = recover("lowshot", operator, y, seeds=[1, 2], settings=settings, model=model)
+        return result.images
+
+    with sweep.memoised_latent_searches() as store:
+        first, second = once(1e-4), once(1e-5)
+        assert len(store) == 1  # the second run reused the first one's latent search
+    assert lowshot_method.search_latent is engine.search_latent  # restored on exit
+    assert torch.equal(first, once(1e-4)) and not torch.equal(first, second)
