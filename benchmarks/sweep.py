@@ -45,8 +45,9 @@ from (config seed, "noise", problem, image id); a method's draws from (config se
 
 It prints, per method, the runs in order (the tuned settings, mean PSNR, the
 per-problem columns, diverged images, seconds; ``*`` marks the choice) and as its last
-line one JSON object with everything. ``--budget 1`` scores the config's settings alone
-(e.g. old against new defaults on held-out validation faces, with ``--skip``).
+line one JSON object with everything. ``--score-only`` runs the config's settings as they
+are, bounds or not, and nothing else (e.g. old against new defaults on validation faces
+not used in the tuning, with ``--skip``).
 
     .venv/bin/python benchmarks/sweep.py --configfile configs/quick.yaml \\
         --images-h5 results/data/images.h5 --splits-h5 results/data/splits.h5 \\
@@ -122,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--step", type=float, default=DEFAULT_STEP, help="initial log10 step of a number"
+    )
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="one run per method, the config's settings as they are (no search, no bounds)",
     )
     parser.add_argument("--images", type=int, default=3, help="validation faces recovered")
     parser.add_argument("--skip", type=int, default=0, help="validation faces skipped first")
@@ -562,6 +568,10 @@ def tune_all(
             return run
 
         limits = bounds[method.name]
+        if args.score_only:
+            chosen[method.name] = evaluate(dict(method.settings))
+            chosen_settings[method.kind] = chosen[method.name].settings
+            continue
         start = feasible_start(method.settings, limits, args.step)
         runs = compass_search(
             evaluate,
@@ -638,8 +648,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(
         f"tuning: {len(image_ids)} validation faces ({', '.join(image_ids)}), problems "
-        f"{', '.join(specs)}, budget {args.budget} runs per method, initial step x"
-        f"{10**args.step:g}, config {args.configfile}, device {device}, seed {seed}"
+        f"{', '.join(specs)}, "
+        + (
+            "the config's settings only"
+            if args.score_only
+            else f"budget {args.budget} runs per method, initial step x{10**args.step:g}"
+        )
+        + f", config {args.configfile}, device {device}, seed {seed}"
     )
     for name, what in start_of.items():
         print(f"{name} starts from {what}, run once per problem")
@@ -670,7 +685,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": seed,
         "images": list(image_ids),
         "problems": list(specs),
-        "budget": args.budget,
+        "budget": 1 if args.score_only else args.budget,
+        "score_only": args.score_only,
         "step": args.step,
         "models": {
             "gan": None if args.gan is None else str(Path(args.gan)),

@@ -264,3 +264,23 @@ def test_a_latent_search_met_again_is_reused_with_the_same_result(files: dict[st
         assert len(store) == 1  # the second run reused the first one's latent search
     assert lowshot_method.search_latent is engine.search_latent  # restored on exit
     assert torch.equal(first, once(1e-4)) and not torch.equal(first, second)
+
+
+def test_score_only_runs_the_config_as_it_is_even_outside_a_bound(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    config = yaml.safe_load(files["config"].read_text())
+    config["recover"]["lowshot"] = {**STEPS["lowshot"], "joint_theta_lr": 1e-3}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(config))
+    summary = run_sweep(
+        {**files, "config": tmp_path / "old.yaml"},
+        "--lowshot-model",
+        str(files["model"]),
+        "--methods",
+        "lowshot",
+        "--problems",
+        "colorization",
+        "--score-only",
+    )
+    assert summary["score_only"] and summary["budget"] == 1
+    assert [r["settings"]["joint_theta_lr"] for r in summary["runs"]] == [1e-3]
