@@ -165,15 +165,17 @@ def _sum_of(
 
 @register
 class Untrained(RecoveryMethod):
-    """Deep Image Prior as CS-DIP runs it (Van Veen et al. 2018, github
+    """Deep Image Prior in CS-DIP's loop (Van Veen et al. 2018, github
     davevanveen/compsensing_dip, cs_dip.py): per image a random theta (``init``,
     sub-stream "theta"; CS-DIP's code sets no initialisation of its own, so its networks
     took the defaults of the torch it pins, 0.4.1: ``init`` "pytorch-0.4") and a FIXED
     input z ~ N(0, I) (sub-stream "z"); ``steps`` RMSprop steps (``lr``, ``momentum``) on
     theta alone; the returned iterate is the one with the lowest measurement loss among
-    the last ``window`` ones. CS-DIP also adds a total-variation and a learned
-    regularisation term to its loss: the first is ``tv_weight`` (off by default: the
-    paper's untrained baseline has none), the second the method ``learned_reg``.
+    the last ``window`` ones. Steps, momentum and window are CS-DIP's; ``lr`` and
+    ``init`` are chosen on validation faces (README, "Scientific choices"). CS-DIP also
+    adds a total-variation and a learned regularisation term to its loss: the first is
+    ``tv_weight`` (off by default: the paper's untrained baseline has none), the second
+    the method ``learned_reg``.
     Batch norm normalises each image by its own spatial statistics (what batch-size-1
     training mode computes).
     ``model``: None for the paper's DCGAN, or a template generator whose architecture is
@@ -190,10 +192,13 @@ class Untrained(RecoveryMethod):
             "default": 1000,
         },
         "lr": {
-            "description": "RMSprop learning rate (CS-DIP's code: 1e-3).",
+            "description": (
+                "RMSprop learning rate (ours: chosen on validation faces by "
+                "benchmarks/sweep.py, README 'Scientific choices'; CS-DIP's code: 1e-3)."
+            ),
             "type": "number",
             "exclusiveMinimum": 0,
-            "default": 1.0e-3,
+            "default": 1.0e-4,
         },
         "momentum": {
             "description": "RMSprop momentum (CS-DIP's code: 0.9).",
@@ -220,7 +225,7 @@ class Untrained(RecoveryMethod):
             ),
             "type": "string",
             "enum": list(INITS),
-            "default": "dcgan",
+            "default": "pytorch-0.4",
         },
         "tv_weight": {
             "description": (
