@@ -98,22 +98,23 @@ def test_the_init_setting_changes_the_start_and_the_recovery() -> None:
 # this bound (the stack plus a quarter plus 16 MB for the allocator) fails then.
 MEMORY_SCRIPT = textwrap.dedent(
     """
-    import resource
     import torch
     from lowshot.methods.untrained import initial_parameters
     from lowshot.models import Generator
 
-    def rss_kb():
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * resource.getpagesize() // 1024
+    def status_kb(field):
+        # VmHWM: this process's peak resident memory since its exec (ru_maxrss would
+        # carry over the parent's peak across fork and exec).
+        with open("/proc/self/status") as handle:
+            line = next(line for line in handle if line.startswith(field + ":"))
+        return int(line.split()[1])
 
     torch.set_num_threads(1)
     template = Generator(128, 4)
-    before = rss_kb()
+    before = status_kb("VmRSS")
     params = initial_parameters(template, list(range(500)), "pytorch-0.4", "cpu")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stack = sum(p.numel() * p.element_size() for p in params.values()) // 1024
-    print(peak - before, stack)
+    print(status_kb("VmHWM") - before, stack)
     """
 )
 
