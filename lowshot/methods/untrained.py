@@ -69,7 +69,7 @@ def initial_parameters(
 
     Written row by row into tensors allocated once on ``device``: the host holds one
     image's draw at a time (a few MB for the paper's DCGAN), never N networks (about
-    14 MB each: 7 GB at 500 images) nor a second copy of the stack. Row i equals
+    15 MB each: 7.6 GB at 500 images) nor a second copy of the stack. Row i equals
     ``lowshot.models.init_weights`` applied to a copy of ``template`` with the same
     generator: the same draws in the same order.
     """
