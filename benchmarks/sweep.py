@@ -15,9 +15,11 @@ split's *validation* faces (never the test faces, never trained on: ``split.n_va
   The best run becomes the incumbent; a number whose neighbours did not improve on it
   has its step halved (factors 10, 3.16, 1.78, ...). Cycles repeat until the method has
   had exactly ``--budget`` runs (distinct settings; a setting met again is not rerun);
-- the budget: every method gets the same number of runs (``--budget``, default 7: the
-  start, then both neighbours of three settings, one full cycle for the low-shot recipe),
-  each on the same faces, problems and step counts;
+- the budget: every method gets the same number of runs (``--budget``, default 6: one
+  full cycle for the low-shot recipe, the start and the neighbours of its three rates,
+  one of which the paper's bound rules out; for the untrained network the neighbours of
+  its rate and its init, and one more), each on the same faces, problems and step
+  counts;
 - the paper's constraints (a method's ``tuning_bounds``, e.g. the low-shot method's:
   "we optimized the untrained neural network's parameters for a longer period of time
   and with a higher learning rate than our low shot models"): a setting bounded by
@@ -49,11 +51,11 @@ line one JSON object with everything. ``--score-only`` runs the config's setting
 are, bounds or not, and nothing else (e.g. old against new defaults on validation faces
 not used in the tuning, with ``--skip``).
 
-    .venv/bin/python benchmarks/sweep.py --configfile configs/quick.yaml \\
+    .venv/bin/python benchmarks/sweep.py --configfile config.yaml \\
         --images-h5 results/data/images.h5 --splits-h5 results/data/splits.h5 \\
         --lowshot-model results/models/lowshot/l2_S5/model.h5 \\
         --lowshot-model results/models/lowshot/mmd_S10/model.h5 \\
-        --methods untrained lowshot --images 3 --budget 7 --threads 1
+        --methods untrained lowshot --images 2 --budget 6 --threads 1
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from lowshot.metrics import psnr
 from lowshot.problems import noise_std, observe, parse_problem
 from lowshot.seeds import derive_seed
 
-DEFAULT_BUDGET = 7
+DEFAULT_BUDGET = 6
 DEFAULT_STEP = 1.0
 DEFAULT_PROBLEMS = ("cs-0.05", "colorization")
 # A number's log10 step is halved down to this (a factor of 1.04) and no further.
