@@ -151,13 +151,14 @@ class LearnedReg(RecoveryMethod):
         "weight": {
             "description": (
                 "lambda, the prior's weight in CS-DIP's units (module docstring: scaled by "
-                "the operator's gain ||A||_F^2 / 2n). CS-DIP's code (utils.py, lambdas_lr) "
-                "uses 100 for x-rays, 1000 for retinal images, 0 for MNIST. 0: the "
-                "untrained baseline."
+                "the operator's gain ||A||_F^2 / 2n). Ours: chosen on validation faces "
+                "with the recipe's 1,000 steps (benchmarks/learned_reg_weight.py, README "
+                "'Scientific choices'); CS-DIP's code (utils.py, lambdas_lr) uses 100 for "
+                "x-rays, 1000 for retinal images, 0 for MNIST. 0: the untrained baseline."
             ),
             "type": "number",
             "minimum": 0,
-            "default": 100.0,
+            "default": 1.0,
         },
         "shrinkage": {
             "description": (
