@@ -16,7 +16,9 @@ import torch
 import yaml
 
 from lowshot.io import save_gan, save_lowshot
-from lowshot.models import Generator, init_dcgan_weights
+from lowshot.methods import resolve_settings
+from lowshot.methods.lowshot import RECIPE
+from lowshot.models import INITS, Generator, init_dcgan_weights
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = {
@@ -146,7 +148,7 @@ def test_every_method_gets_the_same_budget_each_rate_its_own_search_and_the_boun
     ]
     low = [r["settings"] for r in runs_of(summary, "lowshot-mmd-S2")]
     start = low[0]
-    assert start["z_lr"] == 0.1 and start["joint_z_lr"] == 1e-4
+    assert (start["z_lr"], start["joint_z_lr"]) == (RECIPE["z_lr"], RECIPE["joint_z_lr"])
     assert [sum(run[k] != start[k] for k in start) for run in low[1:]] == [1, 1]
     # The paper's bound: every low-shot joint theta lr below the untrained lr chosen.
     untrained_lr = summary["chosen"]["untrained"]["settings"]["lr"]
@@ -178,10 +180,10 @@ def test_a_categorical_setting_tries_its_values_and_missing_models_skip_a_method
         "--tune",
         "untrained=init",
     )
+    # The start is the default init, then the others in the schema's order.
+    start = resolve_settings("untrained", None)["init"]
     assert [r["settings"] for r in summary["runs"]] == [
-        {"init": "dcgan"},
-        {"init": "pytorch-0.4"},
-        {"init": "pytorch"},
+        {"init": init} for init in [start, *(i for i in INITS if i != start)]
     ]
     assert "--gan not given" in summary["skipped"]["csgm"]
     assert "note: csgm skipped" in capsys.readouterr().out
