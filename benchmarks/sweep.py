@@ -1,49 +1,78 @@
-"""One step-size choice for every recovery method, made on validation faces.
+"""One tuning procedure for every tuned recovery method, on validation faces.
 
-The paper gives no step sizes; the defaults are the reference codes' (README). This script
-checks them the same way for every method, on the split's *validation* faces (never the
-test faces, never trained on: ``split.n_validation``):
+The paper gives no step sizes. Where a method's settings are not its authors' (README,
+"Scientific choices"), they are chosen here, the same way for every method, on the
+split's *validation* faces (never the test faces, never trained on: ``split.n_validation``):
 
-- every setting of a method whose key ends in ``lr`` (``lr``, ``z_lr``, ``joint_theta_lr``,
-  ``joint_z_lr``, ...) is multiplied by one common factor from ``--factors``, so every
-  method gets the same budget of runs (default 5: 0.1 0.3 1 3 10 times the config's);
-  every other setting (step counts, restarts, ...) is the config's;
-- each run recovers the first ``--images`` validation faces on each of ``--problems``;
-  its score is the mean PSNR (dB, on [0, 1]) over images and problems;
+- what is tuned: each setting of the method whose key ends in ``lr`` (``lr``, ``z_lr``,
+  ``joint_theta_lr``, ``joint_z_lr``, ...), each on its own, on a log scale, and each
+  setting whose schema lists its values (``enum``: the untrained network's ``init``);
+  ``--tune KIND=KEY,KEY`` names other ones (numbers > 0: log scale); every other setting
+  is the config's;
+- how: a coordinate (compass) search from the config's settings. In turn, for each tuned
+  setting, the incumbent's neighbours along it are run: a number times and divided by
+  ``10 ** step`` (``--step``, 1: a factor of 10), a categorical setting's other values.
+  The best run becomes the incumbent; a number whose neighbours did not improve on it
+  has its step halved (factors 10, 3.16, 1.78, ...). Cycles repeat until the method has
+  had exactly ``--budget`` runs (distinct settings; a setting met again is not rerun);
+- the budget: every method gets the same number of runs (``--budget``, default 6: one
+  full cycle for the low-shot recipe, the start and the neighbours of its three rates,
+  one of which the paper's bound rules out; for the untrained network the neighbours of
+  its rate and its init, and one more), each on the same faces, problems and step
+  counts;
+- the paper's constraints (a method's ``tuning_bounds``, e.g. the low-shot method's:
+  "we optimized the untrained neural network's parameters for a longer period of time
+  and with a higher learning rate than our low shot models"): a setting bounded by
+  another method's is compared with that method's chosen value when that method is
+  tuned in the same sweep (it is tuned first), else with its config value; runs that
+  break a bound are never made, and a start that breaks one is moved inside it first
+  (divided by ``10 ** step`` until it holds);
+- each run recovers the ``--images`` validation faces after the first ``--skip`` on
+  each of ``--problems`` (for a method of the low-shot models, with each
+  ``--lowshot-model``: one recipe for all of them); its score is the mean PSNR (dB, on
+  [0, 1]) over models, images and problems;
+- the choice: the run with the fewest diverged images (a step size that makes the loss
+  or the output non-finite is disqualified), then the highest score; ties keep the
+  earlier run;
 - a method that continues another's result (its class's ``starts_from``, IAGAN from
-  CSGM) starts from that method run once per problem with its own, unscaled settings, so
-  only the method's own stage is swept;
-- per method the chosen factor is the one with the fewest diverged images (a step size
-  that makes the loss or the output non-finite is disqualified), then the highest score.
+  CSGM) starts from that method run once per problem with its config settings, so only
+  its own stage is tuned;
+- a latent search (``search_latent``) met again with the same inputs is not repeated
+  (``memoised_latent_searches``: it is deterministic): runs that change only a joint
+  stage cost only that stage. The ``seconds`` column is what each run took here.
 
 Measurements are the workflow's: operator seed from (config seed, problem), noise seeds
 from (config seed, "noise", problem, image id); a method's draws from (config seed,
-"sweep", kind, problem, image id), the same for every factor, so factors are paired.
+"sweep", kind, problem, image id), the same for every run, so runs are paired.
 
-It prints the table it chose from (method x factor: mean PSNR, the per-problem columns,
-diverged images, seconds; ``*`` marks the chosen factor), the chosen learning rates per
-method, and as its last line one JSON object with everything.
+It prints, per method, the runs in order (the tuned settings, mean PSNR, the
+per-problem columns, diverged images, seconds; ``*`` marks the choice) and as its last
+line one JSON object with everything. ``--score-only`` runs the config's settings as they
+are, bounds or not, and nothing else (e.g. old against new defaults on validation faces
+not used in the tuning, with ``--skip``).
 
-    .venv/bin/python benchmarks/sweep.py --configfile configs/quick.yaml \\
+    .venv/bin/python benchmarks/sweep.py --configfile config.yaml \\
         --images-h5 results/data/images.h5 --splits-h5 results/data/splits.h5 \\
-        --gan results/models/gan/generator.h5 \\
-        --lowshot-model results/models/lowshot/mmd_S10/model.h5 --images 4 --threads 2
+        --lowshot-model results/models/lowshot/l2_S5/model.h5 \\
+        --lowshot-model results/models/lowshot/mmd_S10/model.h5 \\
+        --methods untrained lowshot --images 2 --budget 6 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import operator
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lowshot import data
 from lowshot.config import load_config
@@ -54,76 +83,180 @@ from lowshot.metrics import psnr
 from lowshot.problems import noise_std, observe, parse_problem
 from lowshot.seeds import derive_seed
 
-DEFAULT_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
-DEFAULT_PROBLEMS = ("cs-0.1", "colorization")
+DEFAULT_BUDGET = 6
+DEFAULT_STEP = 1.0
+DEFAULT_PROBLEMS = ("cs-0.05", "colorization")
+# A number's log10 step is halved down to this (a factor of 1.04) and no further.
+MIN_STEP = 1.0 / 64
+BOUND_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 log = logging.getLogger("benchmarks.sweep")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configfile", required=True, help="workflow config (base settings)")
+    parser.add_argument("--configfile", required=True, help="workflow config (the start)")
     parser.add_argument("--images-h5", required=True, help="the data stage's images.h5")
     parser.add_argument("--splits-h5", required=True, help="a splits.h5 with validation rows")
     parser.add_argument("--gan", default=None, help="generator.h5 (methods with model gan)")
     parser.add_argument(
-        "--lowshot-model", default=None, help="one low-shot model.h5 (methods with model lowshot)"
+        "--lowshot-model",
+        action="append",
+        default=[],
+        help="a low-shot model.h5 (methods with model lowshot); repeat for several",
     )
     parser.add_argument(
         "--methods", nargs="+", default=None, help="method kinds (default: recover.methods)"
     )
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="KIND=KEY,KEY",
+        help="the settings tuned for KIND (default: its *lr and enum settings)",
+    )
     parser.add_argument("--problems", nargs="+", default=list(DEFAULT_PROBLEMS))
     parser.add_argument(
-        "--factors",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_FACTORS),
-        help="common multipliers of every *lr setting",
+        "--budget", type=int, default=DEFAULT_BUDGET, help="runs per method (the same for all)"
     )
-    parser.add_argument("--images", type=int, default=4, help="validation faces recovered")
+    parser.add_argument(
+        "--step", type=float, default=DEFAULT_STEP, help="initial log10 step of a number"
+    )
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="one run per method, the config's settings as they are (no search, no bounds)",
+    )
+    parser.add_argument("--images", type=int, default=3, help="validation faces recovered")
+    parser.add_argument("--skip", type=int, default=0, help="validation faces skipped first")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
-    if args.images < 1:
-        parser.error(f"--images must be >= 1, not {args.images}")
-    if any(not math.isfinite(f) or f <= 0 for f in args.factors):
-        parser.error(f"--factors must be finite and > 0, not {args.factors}")
-    if len(set(args.factors)) != len(args.factors):
-        parser.error(f"--factors repeats a value: {args.factors}")
+    if args.images < 1 or args.skip < 0:
+        parser.error(f"need --images >= 1 and --skip >= 0, not {args.images}, {args.skip}")
+    if args.budget < 1:
+        parser.error(f"--budget must be >= 1, not {args.budget}")
+    if not math.isfinite(args.step) or args.step <= 0:
+        parser.error(f"--step must be finite and > 0, not {args.step}")
+    try:
+        args.tune = parse_tune(args.tune)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
-def lr_keys(settings: Mapping[str, Any]) -> list[str]:
-    """The settings a sweep scales: keys ending in ``lr`` (sorted)."""
-    return sorted(key for key in settings if key.endswith("lr"))
+def parse_tune(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["lowshot=z_lr,joint_theta_lr"]`` -> {"lowshot": ["z_lr", "joint_theta_lr"]}."""
+    tune: dict[str, list[str]] = {}
+    for item in items:
+        kind, _, keys = item.partition("=")
+        if not kind or not keys:
+            raise ValueError(f"--tune takes KIND=KEY[,KEY...], not {item!r}")
+        tune[kind] = [key for key in keys.split(",") if key]
+    return tune
 
 
-def scaled(settings: Mapping[str, Any], factor: float) -> dict[str, Any]:
-    """``settings`` with every ``*lr`` value multiplied by ``factor`` (rounded to 12
-    significant digits, so 0.1 x 3 reads 0.3); the rest unchanged."""
-    return {
-        key: float(f"{value * factor:.12g}") if key.endswith("lr") else value
-        for key, value in settings.items()
-    }
+@dataclass(frozen=True)
+class Dimension:
+    """A tuned setting: ``key``, and its ``values`` when categorical (None: a number > 0,
+    searched on a log scale)."""
+
+    key: str
+    values: tuple[Any, ...] | None = None
 
 
-@dataclass
-class Candidate:
-    """One method instance of the sweep: its kind, workflow name, base settings, model."""
+def dimensions(kind: str, keys: Sequence[str] | None = None) -> list[Dimension]:
+    """The tuned settings of method ``kind``: ``keys`` (in that order), or by default every
+    setting whose key ends in ``lr`` and every one whose schema has an ``enum``, in the
+    order of the method's settings."""
+    schema = METHODS[kind].settings
+    if keys is None:
+        keys = [key for key, spec in schema.items() if key.endswith("lr") or "enum" in spec]
+    unknown = [key for key in keys if key not in schema]
+    if unknown:
+        raise ValueError(f"{kind} has no settings {unknown}; known {sorted(schema)}")
+    return [
+        Dimension(key, tuple(schema[key]["enum"]) if "enum" in schema[key] else None)
+        for key in keys
+    ]
 
-    kind: str
-    name: str
-    settings: dict[str, Any]
-    model: Any
-    starts_from: str | None
+
+def shifted(value: float, step: float, sign: int) -> float:
+    """``value`` times 10 ** (sign * step), to 6 significant digits (so 1e-3 / 10 reads
+    1e-4)."""
+    return float(f"{value * 10.0 ** (sign * step):.6g}")
+
+
+def neighbours(point: Mapping[str, Any], dim: Dimension, step: float) -> list[Any]:
+    """The values of ``dim`` next to the incumbent's: below then above for a number, the
+    other values in schema order for a categorical setting."""
+    value = point[dim.key]
+    if dim.values is not None:
+        return [other for other in dim.values if other != value]
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{dim.key} = {value!r}: a log-scale search needs a number > 0")
+    return [shifted(value, step, -1), shifted(value, step, +1)]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """``key`` ``op`` ``limit`` (op one of ``BOUND_OPERATORS``): a constraint on a setting,
+    its ``source`` the text it comes from."""
+
+    key: str
+    op: str
+    limit: Any
+    source: str
+
+    def holds(self, settings: Mapping[str, Any]) -> bool:
+        return BOUND_OPERATORS[self.op](settings[self.key], self.limit)
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.op} {self.limit:g}"
+
+
+def bounds_of(
+    kind: str, config: Mapping[str, Any], chosen: Mapping[str, Mapping[str, Any]]
+) -> list[Bound]:
+    """Method ``kind``'s ``tuning_bounds`` ({key: (other kind, its key, op, source)}) with
+    their limits: the other method's chosen settings when it was tuned in this sweep
+    (``chosen``, by kind), else its config settings."""
+    found = []
+    for key, (other, other_key, op, source) in getattr(METHODS[kind], "tuning_bounds", {}).items():
+        settings = chosen.get(other) or config["recover"][other]
+        found.append(Bound(key, op, settings[other_key], source))
+    return found
+
+
+def feasible_start(
+    start: Mapping[str, Any], bounds: Sequence[Bound], step: float
+) -> dict[str, Any]:
+    """``start`` moved inside ``bounds``: a number that breaks an upper bound ("<", "<=")
+    divided by ``10 ** step`` (a lower bound: multiplied) until it holds."""
+    point = dict(start)
+    for bound in bounds:
+        sign = -1 if bound.op in ("<", "<=") else +1
+        for _ in range(64):
+            if bound.holds(point):
+                break
+            point[bound.key] = shifted(point[bound.key], step, sign)
+        else:
+            raise ValueError(f"cannot move {bound.key} inside {bound}")
+    return point
 
 
 @dataclass
 class Run:
-    """One (method, factor) run: per problem, per-image PSNR (dB) and diverged flags."""
+    """One run of a method: its settings; per (model, problem) column, per-image PSNR (dB)
+    and diverged flags; seconds."""
 
     method: str
     kind: str
-    factor: float
+    index: int
     settings: dict[str, Any]
     psnr: dict[str, np.ndarray] = field(default_factory=dict)
     diverged: dict[str, np.ndarray] = field(default_factory=dict)
@@ -133,34 +266,152 @@ class Run:
     def n_diverged(self) -> int:
         return int(sum(int(flags.sum()) for flags in self.diverged.values()))
 
+    def column_score(self, column: str) -> float:
+        """Mean PSNR of one column's images (NaN when one is not finite)."""
+        return float(np.mean(self.psnr[column]))
+
     def problem_score(self, problem: str) -> float:
-        """Mean PSNR of the problem's images (NaN when one is not finite)."""
-        return float(np.mean(self.psnr[problem]))
+        """Mean PSNR of a problem's images over every model."""
+        values = [v for c, v in self.psnr.items() if c.rsplit("|", 1)[-1] == problem]
+        return float(np.mean(np.concatenate(values)))
 
     @property
     def score(self) -> float:
-        """Mean PSNR over images and problems (every problem has the same images)."""
+        """Mean PSNR over models, images and problems (every column has the same images)."""
         return float(np.mean(np.concatenate(list(self.psnr.values()))))
 
 
+def rank_key(run: Run) -> tuple[int, float]:
+    """Fewer diverged images first, then the higher finite score."""
+    score = run.score if math.isfinite(run.score) else -math.inf
+    return (run.n_diverged, -score)
+
+
 def choose(runs: Sequence[Run]) -> Run:
-    """The chosen run: fewest diverged images, then highest finite score, then the factor
-    nearest 1 (on a log scale)."""
-
-    def key(run: Run) -> tuple[int, float, float]:
-        score = run.score if math.isfinite(run.score) else -math.inf
-        return (run.n_diverged, -score, abs(math.log(run.factor)))
-
-    return min(runs, key=key)
+    """The chosen run: ``rank_key``'s best; ties keep the earlier run."""
+    return min(runs, key=rank_key)
 
 
-def load_models(args: argparse.Namespace) -> dict[str, Any]:
+def compass_search(
+    evaluate: Callable[[dict[str, Any]], Run],
+    start: Mapping[str, Any],
+    dims: Sequence[Dimension],
+    budget: int,
+    *,
+    step: float = DEFAULT_STEP,
+    allowed: Callable[[Mapping[str, Any]], bool] = lambda settings: True,
+) -> list[Run]:
+    """The coordinate search of the module docstring: exactly ``budget`` calls of
+    ``evaluate`` on distinct settings (fewer only when no allowed neighbour is left), the
+    first on ``start``. Returns the runs in order; ``choose`` picks among them."""
+    runs: list[Run] = []
+    seen: set[str] = set()
+
+    def run(settings: dict[str, Any]) -> Run:
+        seen.add(settings_key(settings))
+        runs.append(evaluate(settings))
+        return runs[-1]
+
+    best = run(dict(start))
+    steps = {dim.key: step for dim in dims if dim.values is None}
+    while len(runs) < budget:
+        evaluated = len(runs)
+        for dim in dims:
+            improved = False
+            for value in neighbours(best.settings, dim, steps.get(dim.key, step)):
+                candidate = {**best.settings, dim.key: value}
+                if len(runs) >= budget:
+                    break
+                if settings_key(candidate) in seen or not allowed(candidate):
+                    continue
+                if rank_key(result := run(candidate)) < rank_key(best):
+                    best, improved = result, True
+            if dim.key in steps and not improved:
+                steps[dim.key] /= 2
+        stuck = len(runs) == evaluated
+        if stuck and all(value < MIN_STEP for value in steps.values()):
+            break
+    return runs
+
+
+@contextlib.contextmanager
+def memoised_latent_searches() -> Iterator[dict[str, Any]]:
+    """Inside the block, ``lowshot.methods.engine.search_latent`` (in the engine and in
+    every module that imported it) returns a stored result when called again with the
+    same inputs: the same network values, operator, measurements, starts, steps,
+    learning rate and options. The search is deterministic, so a run that changes only a
+    later stage (a joint stage's learning rate) reuses its latent search instead of
+    repeating it; results are unchanged. Yields the store (key -> StageResult); the
+    modules get their function back on exit."""
+    import hashlib
+    import sys
+
+    import torch
+
+    from lowshot.methods import engine
+
+    original = engine.search_latent
+    store: dict[str, Any] = {}
+
+    def digest(*tensors: torch.Tensor) -> str:
+        hasher = hashlib.sha256()
+        for tensor in tensors:
+            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return hasher.hexdigest()
+
+    def search_latent(generator, operator_, y, starts, **options):  # type: ignore[no-untyped-def]
+        key = json.dumps(
+            [
+                digest(*generator.state_dict().values()),
+                id(operator_),
+                digest(y, *starts),
+                {k: v for k, v in options.items() if k not in ("progress", "desc")},
+            ],
+            default=str,
+        )
+        if key not in store:
+            store[key] = original(generator, operator_, y, starts, **options)
+        return store[key]
+
+    patched = [
+        m for m in list(sys.modules.values()) if getattr(m, "search_latent", None) is original
+    ]
+    for module in patched:
+        module.search_latent = search_latent  # type: ignore[attr-defined]
+    try:
+        yield store
+    finally:
+        for module in patched:
+            module.search_latent = original  # type: ignore[attr-defined]
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+@dataclass
+class Candidate:
+    """One tuned method: kind, workflow names (one per model), base settings, models."""
+
+    kind: str
+    names: list[str]
+    settings: dict[str, Any]
+    models: list[Any]
+    starts_from: str | None
+
+    @property
+    def name(self) -> str:
+        """The label of its runs: its kind, or its one instance's name."""
+        return self.names[0] if len(self.names) == 1 else self.kind
+
+
+def load_models(args: argparse.Namespace) -> dict[str, list[Any]]:
     """The trained models the arguments name, by ``RecoveryMethod.model`` value."""
-    models: dict[str, Any] = {}
+    models: dict[str, list[Any]] = {}
     if args.gan is not None:
-        models["gan"] = load_gan(args.gan)
-    if args.lowshot_model is not None:
-        models["lowshot"] = load_lowshot(args.lowshot_model)
+        models["gan"] = [load_gan(args.gan)]
+    if args.lowshot_model:
+        models["lowshot"] = [load_lowshot(path) for path in args.lowshot_model]
     return models
 
 
@@ -180,9 +431,10 @@ def instance_name(kind: str, config: Mapping[str, Any], model: Any) -> str:
 
 
 def candidates(
-    config: Mapping[str, Any], kinds: Sequence[str], models: Mapping[str, Any]
+    config: Mapping[str, Any], kinds: Sequence[str], models: Mapping[str, list[Any]]
 ) -> tuple[list[Candidate], dict[str, str]]:
-    """The methods to sweep and, by kind, why others are skipped."""
+    """The methods to tune (those a bound refers to first) and, by kind, why others are
+    skipped."""
     found, skipped = [], {}
     for kind in kinds:
         cls = METHODS[kind]  # ValueError naming the known kinds
@@ -191,45 +443,150 @@ def candidates(
             option = {"gan": "--gan", "lowshot": "--lowshot-model"}.get(needs, "a model")
             skipped[kind] = f"needs its {needs} model ({option} not given)"
             continue
-        model = models.get(needs) if needs is not None else None
-        name = instance_name(kind, config, model)
+        own = models.get(needs, [None]) if needs is not None else [None]
+        names = [instance_name(kind, config, model) for model in own]
         try:
-            settings = method_settings(config, name)
+            settings = method_settings(config, names[0])
         except ValueError:  # an instance name the method's parse does not take
             settings = dict(config["recover"][kind])
-        if not lr_keys(settings):
-            skipped[kind] = f"has no setting ending in 'lr' to scale ({sorted(settings)})"
-            continue
-        start = getattr(cls, "starts_from", None)
-        found.append(Candidate(kind, name, settings, model, start))
+        found.append(Candidate(kind, names, settings, own, getattr(cls, "starts_from", None)))
+    # A method bounded by another is tuned after it, so that its bound is the choice.
+    tuned = {c.kind for c in found}
+    found.sort(
+        key=lambda c: any(
+            other in tuned for other, *_ in getattr(METHODS[c.kind], "tuning_bounds", {}).values()
+        )
+    )
     return found, skipped
 
 
-def format_lrs(settings: Mapping[str, Any]) -> str:
-    return " ".join(f"{key}={settings[key]:.3g}" for key in lr_keys(settings))
+def format_settings(settings: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return " ".join(
+        f"{key}={settings[key]:.3g}"
+        if isinstance(settings[key], float)
+        else f"{key}={settings[key]}"
+        for key in keys
+    )
 
 
-def print_table(runs: Sequence[Run], chosen: Mapping[str, Run], problems: Sequence[str]) -> None:
-    """The method x factor table: mean and per-problem PSNR, diverged images, seconds."""
-    width = max([len("method"), *(len(run.method) for run in runs)])
+def print_runs(
+    name: str, runs: Sequence[Run], chosen: Run, keys: Sequence[str], problems: Sequence[str]
+) -> None:
+    """One method's runs: index, mean and per-problem PSNR, diverged images, seconds,
+    the tuned settings; ``*`` marks the choice."""
     columns = [f"{p:>{max(len(p), 7)}}" for p in problems]
+    print(f"{name}:")
     print(
-        f"{'method':<{width}}  {'factor':>6}  {'mean dB':>7}  {'  '.join(columns)}  "
-        f"{'diverged':>8}  {'seconds':>7}  learning rates"
+        f"  {'run':>3}  {'mean dB':>7}  {'  '.join(columns)}  {'diverged':>8}  "
+        f"{'seconds':>7}  settings"
     )
     for run in runs:
-        best = "*" if chosen.get(run.method) is run else " "
+        mark = "*" if run is chosen else " "
         cells = [f"{run.problem_score(p):>{max(len(p), 7)}.2f}" for p in problems]
         print(
-            f"{run.method:<{width}}  {run.factor:>6g}  {run.score:>7.2f}{best} "
-            f"{'  '.join(cells)}  {run.n_diverged:>8d}  {run.seconds:>7.1f}  "
-            f"{format_lrs(run.settings)}"
+            f"  {run.index:>3}  {run.score:>7.2f}{mark} {'  '.join(cells)}  "
+            f"{run.n_diverged:>8d}  {run.seconds:>7.1f}  {format_settings(run.settings, keys)}"
         )
 
 
 def finite(value: float) -> float | None:
     """JSON has no NaN: non-finite numbers become null."""
     return float(value) if math.isfinite(value) else None
+
+
+def tune_all(
+    args: argparse.Namespace,
+    config: Mapping[str, Any],
+    methods: Sequence[Candidate],
+    models: Mapping[str, list[Any]],
+    specs: Mapping[str, Any],
+    recover_all: Callable[..., tuple[RecoveryResult, float]],
+    truth: Any,
+    skipped: dict[str, str],
+) -> tuple[
+    dict[str, list[Run]],
+    dict[str, Run],
+    dict[str, list[str]],
+    dict[str, list[Bound]],
+    dict[str, str],
+]:
+    """Tune every method in order (``compass_search``): its runs, its chosen run, its tuned
+    keys and bounds (by method name), and the starts of the methods that continue another
+    one. ``recover_all(kind, problem, settings, model, start)`` -> (result, seconds);
+    ``skipped`` gains the methods whose start failed."""
+    all_runs: dict[str, list[Run]] = {}
+    chosen: dict[str, Run] = {}
+    chosen_settings: dict[str, dict[str, Any]] = {}
+    tuned_keys: dict[str, list[str]] = {}
+    bounds: dict[str, list[Bound]] = {}
+    start_of: dict[str, str] = {}
+    for method in methods:
+        dims = dimensions(method.kind, args.tune.get(method.kind))
+        tuned_keys[method.name] = [dim.key for dim in dims]
+        # starts: (model index, problem) -> the start method's result, or None
+        starts: dict[tuple[int, str], Any] = {
+            (m, p): None for m in range(len(method.models)) for p in specs
+        }
+        if method.starts_from is not None:
+            first = method.starts_from
+            try:
+                first_cls = METHODS[first]
+                first_model = models[first_cls.model][0] if first_cls.model else None
+                first_settings = dict(config["recover"][first])
+                for problem in specs:
+                    result, _ = recover_all(first, problem, first_settings, first_model, None)
+                    for m in range(len(method.models)):
+                        starts[m, problem] = result
+            except Exception as error:  # a failed start skips its method only
+                skipped[method.name] = (
+                    f"its start ({first}) failed: {type(error).__name__}: {error}"
+                )
+                print(f"note: {method.name} skipped: {skipped[method.name]}")
+                continue
+            start_of[method.name] = f"{first} with its config settings"
+        bounds[method.name] = bounds_of(method.kind, config, chosen_settings)
+
+        def evaluate(
+            settings: dict[str, Any], method: Candidate = method, starts: dict = starts
+        ) -> Run:
+            run = Run(method.name, method.kind, len(all_runs.get(method.name, [])), settings)
+            for m, (name, model) in enumerate(zip(method.names, method.models, strict=True)):
+                for problem in specs:
+                    result, seconds = recover_all(
+                        method.kind, problem, settings, model, starts[m, problem]
+                    )
+                    column = f"{name}|{problem}"
+                    run.seconds += seconds
+                    run.psnr[column] = psnr(result.images, truth)
+                    run.diverged[column] = np.asarray(result.diverged, bool) | ~np.isfinite(
+                        run.psnr[column]
+                    )
+            all_runs.setdefault(method.name, []).append(run)
+            print(
+                f"{method.name} run {run.index}: {run.score:.2f} dB "
+                f"({format_settings(settings, tuned_keys[method.name])}; {run.seconds:.0f} s)",
+                flush=True,
+            )
+            return run
+
+        limits = bounds[method.name]
+        if args.score_only:
+            chosen[method.name] = evaluate(dict(method.settings))
+            chosen_settings[method.kind] = chosen[method.name].settings
+            continue
+        start = feasible_start(method.settings, limits, args.step)
+        runs = compass_search(
+            evaluate,
+            start,
+            dims,
+            args.budget,
+            step=args.step,
+            allowed=lambda s, limits=limits: all(b.holds(s) for b in limits),
+        )
+        chosen[method.name] = choose(runs)
+        chosen_settings[method.kind] = chosen[method.name].settings
+
+    return all_runs, chosen, tuned_keys, bounds, start_of
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -241,18 +598,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kinds = list(args.methods or config["recover"]["methods"])
     specs = {name: parse_problem(name) for name in args.problems}
 
-    truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.images)
+    truth, image_ids = data.load_validation(args.images_h5, args.splits_h5, args.skip + args.images)
+    truth, image_ids = truth[args.skip :], list(image_ids[args.skip :])
     if len(image_ids) < args.images:
-        print(f"note: {args.splits_h5} holds {len(image_ids)} validation images; using all")
+        print(f"note: {args.splits_h5} holds {len(image_ids)} validation images after the skip")
+    if not image_ids:
+        raise SystemExit("no validation faces left after --skip")
 
     models = load_models(args)
     methods, skipped = candidates(config, kinds, models)
     for kind, why in skipped.items():
         print(f"note: {kind} skipped: {why}")
 
-    measurements: dict[str, tuple[Any, torch.Tensor]] = {}
-    for name in specs:
-        measurements[name] = observe(
+    measurements = {
+        name: observe(
             name,
             truth,
             image_ids,
@@ -260,99 +619,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             noise_std=noise_std(config, name),
             device=device,
         )
+        for name in specs
+    }
 
-    # (kind, problem, settings) -> (result, seconds it took)
-    cache: dict[tuple[str, str, str], tuple[RecoveryResult, float]] = {}
-
-    def run_method(
-        kind: str,
-        problem: str,
-        settings: Mapping[str, Any],
-        model: Any,
-        start: RecoveryResult | None,
+    def recover_all(
+        kind: str, problem: str, settings: Mapping[str, Any], model: Any, start: Any
     ) -> tuple[RecoveryResult, float]:
-        """Recover the validation faces of ``problem`` -> (result, seconds). Cached by
-        kind, problem and settings: a method's x1 run is the start its followers need."""
-        key = (kind, problem, json.dumps(settings, sort_keys=True, default=str))
-        if key not in cache:
-            operator, y = measurements[problem]
-            started = time.perf_counter()
-            result = recover(
-                kind,
-                operator,
-                y,
-                seeds=[derive_seed(seed, "sweep", kind, problem, i) for i in image_ids],
-                settings=settings,
-                model=model,
-                start=start,
-                latent_dim=int(config["model"]["latent_dim"]),
-                device=device,
-                precision=config["precision"],
-                progress=False,
-            )
-            cache[key] = (result, time.perf_counter() - started)
-        return cache[key]
+        """Recover the validation faces of ``problem`` -> (result, seconds)."""
+        operator_, y = measurements[problem]
+        started = time.perf_counter()
+        result = recover(
+            kind,
+            operator_,
+            y,
+            seeds=[derive_seed(seed, "sweep", kind, problem, i) for i in image_ids],
+            settings=settings,
+            model=model,
+            start=start,
+            latent_dim=int(config["model"]["latent_dim"]),
+            device=device,
+            precision=config["precision"],
+            progress=False,
+        )
+        return result, time.perf_counter() - started
 
-    runs: list[Run] = []
-    start_of: dict[str, str] = {}
-    for method in methods:
-        starts: dict[str, RecoveryResult | None] = dict.fromkeys(specs)
-        if method.starts_from is not None:
-            first = method.starts_from
-            try:
-                first_cls = METHODS[first]
-                first_model = models[first_cls.model] if first_cls.model is not None else None
-                first_settings = dict(config["recover"][first])
-                for problem in specs:
-                    starts[problem] = run_method(first, problem, first_settings, first_model, None)[
-                        0
-                    ]
-            except Exception as error:  # a failed start skips its method only
-                skipped[method.name] = (
-                    f"its start ({first}) failed: {type(error).__name__}: {error}"
-                )
-                print(f"note: {method.name} skipped: {skipped[method.name]}")
-                continue
-            start_of[method.name] = (
-                f"{first} with its config settings ({format_lrs(first_settings)})"
-            )
-        for factor in args.factors:
-            settings = scaled(method.settings, factor)
-            run = Run(method.name, method.kind, factor, settings)
-            for problem in specs:
-                result, seconds = run_method(
-                    method.kind, problem, settings, method.model, starts[problem]
-                )
-                run.seconds += seconds
-                run.psnr[problem] = psnr(result.images, truth)
-                run.diverged[problem] = np.asarray(result.diverged, bool) | ~np.isfinite(
-                    run.psnr[problem]
-                )
-            runs.append(run)
-
-    by_method: dict[str, list[Run]] = {}
-    for run in runs:
-        by_method.setdefault(run.method, []).append(run)
-    chosen = {name: choose(group) for name, group in by_method.items()}
-
+    with memoised_latent_searches():
+        all_runs, chosen, tuned_keys, bounds, start_of = tune_all(
+            args, config, methods, models, specs, recover_all, truth, skipped
+        )
     print()
     print(
-        f"step-size sweep: {len(image_ids)} validation faces ({', '.join(image_ids)}), "
-        f"problems {', '.join(specs)}, config {args.configfile}, device {device}, seed {seed}"
+        f"tuning: {len(image_ids)} validation faces ({', '.join(image_ids)}), problems "
+        f"{', '.join(specs)}, "
+        + (
+            "the config's settings only"
+            if args.score_only
+            else f"budget {args.budget} runs per method, initial step x{10**args.step:g}"
+        )
+        + f", config {args.configfile}, device {device}, seed {seed}"
     )
     for name, what in start_of.items():
         print(f"{name} starts from {what}, run once per problem")
+    for name, limits in bounds.items():
+        for bound in limits:
+            print(f"{name}: {bound} ({bound.source})")
+    for method in methods:
+        if len(method.names) > 1:
+            print(f"{method.name}: one recipe for {', '.join(method.names)} (score: their mean)")
     print()
-    print_table(runs, chosen, list(specs))
-    print()
-    print("chosen learning rates (* above):")
+    for name, runs in all_runs.items():
+        print_runs(name, runs, chosen[name], tuned_keys[name], list(specs))
+        print()
+    print("chosen (* above):")
     for name, run in chosen.items():
-        base = next((r for r in by_method[name] if r.factor == 1), None)
-        gain = f", {run.score - base.score:+.2f} dB vs x1" if base is not None else ""
+        start_run = all_runs[name][0]
         print(
-            f"  {name}: x{run.factor:g} -> {format_lrs(run.settings)} "
-            f"(config: {format_lrs(scaled(run.settings, 1 / run.factor))}; "
-            f"{run.score:.2f} dB{gain})"
+            f"  {name}: run {run.index}, {format_settings(run.settings, tuned_keys[name])} "
+            f"({run.score:.2f} dB, {run.score - start_run.score:+.2f} dB vs run 0)"
         )
     for name, why in skipped.items():
         print(f"  {name}: skipped ({why})")
@@ -364,30 +687,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": seed,
         "images": list(image_ids),
         "problems": list(specs),
-        "factors": list(args.factors),
+        "budget": 1 if args.score_only else args.budget,
+        "score_only": args.score_only,
+        "step": args.step,
         "models": {
             "gan": None if args.gan is None else str(Path(args.gan)),
-            "lowshot": None if args.lowshot_model is None else str(Path(args.lowshot_model)),
+            "lowshot": [str(Path(p)) for p in args.lowshot_model],
         },
         "starts": start_of,
+        "bounds": {name: [str(b) for b in limits] for name, limits in bounds.items()},
+        "tuned": tuned_keys,
         "runs": [
             {
                 "method": run.method,
                 "kind": run.kind,
-                "factor": run.factor,
-                "learning_rates": {key: run.settings[key] for key in lr_keys(run.settings)},
+                "index": run.index,
+                "settings": {key: run.settings[key] for key in tuned_keys[run.method]},
                 "mean_psnr": finite(run.score),
                 "psnr": {p: finite(run.problem_score(p)) for p in specs},
-                "psnr_per_image": {p: [finite(v) for v in run.psnr[p].tolist()] for p in specs},
+                "psnr_per_image": {c: [finite(v) for v in run.psnr[c].tolist()] for c in run.psnr},
                 "diverged": run.n_diverged,
                 "seconds": run.seconds,
             }
+            for runs in all_runs.values()
             for run in runs
         ],
         "chosen": {
             name: {
-                "factor": run.factor,
-                "learning_rates": {key: run.settings[key] for key in lr_keys(run.settings)},
+                "index": run.index,
+                "settings": {key: run.settings[key] for key in tuned_keys[name]},
                 "mean_psnr": finite(run.score),
             }
             for name, run in chosen.items()

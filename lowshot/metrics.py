@@ -44,6 +44,26 @@ def psnr(estimate: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray) 
     return 10.0 * np.log10(1.0 / np.maximum(mse, MIN_MSE))
 
 
+def nearest_psnr(
+    generated: torch.Tensor | np.ndarray, examples: torch.Tensor | np.ndarray
+) -> np.ndarray:
+    """Per example, the PSNR (dB, as ``psnr``) of the generated image nearest to it.
+
+    generated (G, 3, H, W), examples (S, 3, H, W), both in [-1, 1] -> (S,) float64. How
+    well a set of generated images covers the examples, whatever their pairing: the
+    measure of fit for a distribution loss such as the MMD of the paper's eq. (5), whose
+    unbiased estimate ignores the pairs i = i' (so G(z_i) need not resemble x_i). Never
+    below the paired PSNR when G = S and image i is paired with example i.
+    """
+    gen = to_unit_range(generated).reshape(len(generated), -1)
+    ref = to_unit_range(examples).reshape(len(examples), -1)
+    if gen.shape[1] != ref.shape[1] or len(gen) == 0:
+        raise ValueError(f"cannot compare {gen.shape} generated with {ref.shape} examples")
+    squared = (ref**2).sum(1)[:, None] + (gen**2).sum(1)[None, :] - 2.0 * ref @ gen.T
+    mse = np.maximum(squared, 0.0).min(axis=1) / ref.shape[1]
+    return 10.0 * np.log10(1.0 / np.maximum(mse, MIN_MSE))
+
+
 def ssim(estimate: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray) -> np.ndarray:
     """Per-image SSIM from scikit-image's ``structural_similarity`` on [0, 1].
 

@@ -18,6 +18,7 @@ Batch norm has three modes (``Generator.norm``):
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -116,20 +117,85 @@ class Critic(nn.Module):
         return self.net(x).reshape(x.shape[0])
 
 
+# Initialisations of a network's parameters (``initial_value``), by name:
+# - "dcgan": DCGAN's (Radford et al. 2016, and github pytorch/examples, dcgan/main.py,
+#   ``weights_init``): conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0;
+# - "pytorch-0.4": torch 0.4.1's module defaults, the torch that CS-DIP's code pins
+#   (github davevanveen/compsensing_dip, requirements.txt: torch==0.4.1) and that its
+#   networks were drawn by (it sets no initialisation of its own): conv and transposed-conv
+#   weights and biases U(-b, b) with b = 1 / sqrt(in_channels * prod(kernel_size))
+#   (torch/nn/modules/conv.py, ``_ConvNd.reset_parameters``: ``n = self.in_channels``
+#   for both kinds), batch-norm weights U(0, 1) and biases 0 (torch/nn/modules/
+#   batchnorm.py, ``self.weight.data.uniform_()``; documented in pytorch/pytorch#9038; the
+#   change to 1 is pytorch/pytorch#12259, #13774);
+# - "pytorch": torch's defaults today (torch 2.x, ``_ConvNd.reset_parameters``:
+#   kaiming_uniform_(a=sqrt(5)), i.e. U(-b, b) with b = 1 / sqrt(fan_in) and fan_in =
+#   weight.shape[1] * prod(kernel_size), which for a transposed convolution is
+#   out_channels * k * k; batch-norm weights 1, biases 0).
+INITS = ("dcgan", "pytorch-0.4", "pytorch")
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def initial_value(
+    module: nn.Module, name: str, init: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The initial value of ``module``'s parameter ``name`` ("weight" or "bias") under
+    ``init`` (one of ``INITS``), drawn on the CPU in float32 from ``generator``.
+
+    ``module``: a Conv2d or ConvTranspose2d, a BatchNorm2d (any of its subclasses) or,
+    for "dcgan" only, a GroupNorm; anything else is a ValueError. A module's draws are
+    made in the order of its parameters (weight, then bias), which ``init_weights`` and
+    ``lowshot.methods.untrained.initial_parameters`` both follow, so that the same
+    generator gives the same values either way.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, not {init!r}")
+    shape = getattr(module, name).shape
+    is_norm = isinstance(module, nn.BatchNorm2d) or (
+        init == "dcgan" and isinstance(module, nn.GroupNorm)
+    )
+    if not isinstance(module, _CONVS) and not is_norm:
+        raise ValueError(f"init {init!r} does not cover a {type(module).__name__}")
+    if is_norm:
+        if name == "bias":
+            return torch.zeros(shape)
+        if init == "dcgan":
+            return 1.0 + torch.randn(shape, generator=generator) * 0.02
+        if init == "pytorch-0.4":
+            return torch.empty(shape).uniform_(0.0, 1.0, generator=generator)
+        return torch.ones(shape)
+    if init == "dcgan":
+        if name == "bias":
+            return torch.zeros(shape)
+        return torch.randn(shape, generator=generator) * 0.02
+    kernel = math.prod(module.kernel_size)
+    fan_in = (
+        module.in_channels * kernel if init == "pytorch-0.4" else module.weight.shape[1] * kernel
+    )
+    bound = 1.0 / math.sqrt(fan_in)
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+
+def init_weights(module: nn.Module, init: str, generator: torch.Generator | None = None) -> None:
+    """Set every parameter of ``module`` and its submodules to ``initial_value`` under
+    ``init`` (a module type it does not cover is an error)."""
+    with torch.no_grad():
+        for sub in module.modules():
+            for name, param in sub.named_parameters(recurse=False):
+                param.copy_(initial_value(sub, name, init, generator))
+
+
 def init_dcgan_weights(module: nn.Module, generator: torch.Generator | None = None) -> None:
-    """DCGAN initialisation: conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0.
+    """DCGAN initialisation: conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0;
+    the parameters of other module types are left as they are.
 
     Pass a seeded ``generator`` to make the draw reproducible.
     """
     with torch.no_grad():
         for sub in module.modules():
-            if isinstance(sub, (nn.Conv2d, nn.ConvTranspose2d)):
-                sub.weight.copy_(torch.randn(sub.weight.shape, generator=generator) * 0.02)
-                if sub.bias is not None:
-                    sub.bias.zero_()
-            elif isinstance(sub, (nn.BatchNorm2d, nn.GroupNorm)):
-                sub.weight.copy_(1.0 + torch.randn(sub.weight.shape, generator=generator) * 0.02)
-                sub.bias.zero_()
+            if isinstance(sub, (*_CONVS, nn.BatchNorm2d, nn.GroupNorm)):
+                for name, param in sub.named_parameters(recurse=False):
+                    param.copy_(initial_value(sub, name, "dcgan", generator))
 
 
 def make_generator(

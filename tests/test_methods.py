@@ -36,7 +36,7 @@ from lowshot.methods.engine import (
     standard_normal,
     working_copy,
 )
-from lowshot.methods.lowshot import initial_codes
+from lowshot.methods.lowshot import RECIPE, initial_codes
 from lowshot.models import Generator, init_dcgan_weights
 from lowshot.problems import GaussianNoise, Operator, measure
 from lowshot.problems.compressed_sensing import GaussianCS
@@ -331,7 +331,7 @@ def test_settings_from_config_and_defaults() -> None:
     iagan = method_settings(config, "iagan")
     assert iagan["joint_steps"] == config["recover"]["iagan"]["joint_steps"]
     assert method_settings(config, "untrained")["lr"] == config["recover"]["untrained"]["lr"]
-    assert resolve_settings("lowshot", {"z_steps": 3})["joint_steps"] == JOINT_STAGE["steps"]
+    assert resolve_settings("lowshot", {"z_steps": 3})["joint_steps"] == RECIPE["joint_steps"]
     with pytest.raises(ValueError, match="unknown keys"):
         resolve_settings("csgm", {"step": 3})
     with pytest.raises(ValueError, match=r"unknown method 'gan'; known: .*csgm"):
@@ -342,22 +342,28 @@ def test_settings_from_config_and_defaults() -> None:
         assert resolve_settings(cls.kind, None) == defaults[cls.kind]
 
 
-def test_latent_searches_and_joint_stages_share_one_recipe() -> None:
-    """CSGM and the low-shot z stage search with the same budget; IAGAN and the low-shot
-    joint stage run the same recipe (IAGAN's code: theta 1e-3, z 1e-4, 300 steps)."""
-    csgm, lowshot, iagan = (resolve_settings(kind, None) for kind in ("csgm", "lowshot", "iagan"))
-    assert (
-        (csgm["steps"], csgm["lr"], csgm["restarts"])
-        == (
-            lowshot["z_steps"],
-            lowshot["z_lr"],
-            lowshot["restarts"],
-        )
-        == (LATENT_SEARCH["steps"], LATENT_SEARCH["lr"], LATENT_SEARCH["restarts"])
+def test_baselines_keep_their_authors_recipes_and_lowshot_has_its_own() -> None:
+    """CSGM's latent search and IAGAN's joint stage are their authors' (engine's
+    LATENT_SEARCH, JOINT_STAGE); the low-shot recipe is its own (lowshot.RECIPE), inside
+    the paper's bound: a lower theta learning rate and no more steps than the untrained
+    network's (section 3)."""
+    csgm, lowshot, iagan, untrained = (
+        resolve_settings(kind, None) for kind in ("csgm", "lowshot", "iagan", "untrained")
     )
-    joint = {key: iagan[key] for key in ("joint_steps", "joint_theta_lr", "joint_z_lr")}
-    assert joint == {key: lowshot[key] for key in joint}
-    assert (joint["joint_theta_lr"], joint["joint_z_lr"]) == (1e-3, 1e-4)
+    assert (csgm["steps"], csgm["lr"], csgm["restarts"]) == (500, 0.1, 2)
+    assert {key: csgm[key] for key in LATENT_SEARCH} == LATENT_SEARCH
+    iagan_recipe = (iagan["joint_steps"], iagan["joint_theta_lr"], iagan["joint_z_lr"])
+    assert iagan_recipe == tuple(JOINT_STAGE[k] for k in ("steps", "theta_lr", "z_lr"))
+    assert iagan_recipe == (300, 1e-3, 1e-4)
+    assert {key: lowshot[key] for key in RECIPE} == RECIPE
+    assert lowshot["joint_theta_lr"] < untrained["lr"]
+    assert lowshot["joint_steps"] <= untrained["steps"]
+    for key, (other, other_key, op, source) in METHODS["lowshot"].tuning_bounds.items():
+        assert {
+            "<": lowshot[key] < untrained[other_key],
+            "<=": lowshot[key] <= untrained[other_key],
+        }[op]
+        assert other == "untrained" and "higher learning rate" in source
 
 
 @pytest.mark.parametrize("method", ["iagan", "lowshot"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from lowshot.metrics import PSNR_CAP_DB, psnr, ssim
+from lowshot.metrics import PSNR_CAP_DB, nearest_psnr, psnr, ssim
 
 
 def _images(n: int, seed: int) -> torch.Tensor:
@@ -63,3 +63,17 @@ def test_ssim_matches_scikit_image() -> None:
         assert values[i] == pytest.approx(expected, rel=1e-12)
     assert 0 < values.max() < 1
     assert ssim(truth, truth) == pytest.approx([1.0, 1.0])
+
+
+def test_nearest_psnr_is_the_best_pairing_whatever_the_order() -> None:
+    rng = torch.Generator().manual_seed(0)
+    examples = torch.rand(4, 3, 8, 8, generator=rng) * 2 - 1
+    generated = examples[[2, 0, 3, 1]] + 0.05 * torch.randn(4, 3, 8, 8, generator=rng)
+    nearest = nearest_psnr(generated, examples)
+    every = np.array([[psnr(g[None], e[None])[0] for g in generated] for e in examples])
+    np.testing.assert_allclose(nearest, every.max(axis=1), rtol=1e-9)
+    assert (nearest >= psnr(generated, examples) - 1e-9).all()  # never below the paired one
+    assert (nearest > psnr(generated, examples) + 5).all()  # here the pairing is shuffled
+    assert (nearest_psnr(examples[[1, 0, 3, 2]], examples) == PSNR_CAP_DB).all()
+    with pytest.raises(ValueError, match="cannot compare"):
+        nearest_psnr(generated[:, :, :4], examples)

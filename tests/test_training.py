@@ -149,6 +149,9 @@ def test_lowshot_pretraining_fits_real_faces(faces: torch.Tensor) -> None:
     assert (after > before + 4).all(), (before, after)
     assert [row["step"] for row in result.log] == [50, 100]
     assert result.log[-1]["loss"] < result.log[0]["loss"]
+    # l2 pairs G(z_i) with x_i: both the paired and the nearest-example PSNR are logged.
+    assert set(result.log[0]) == {"step", "loss", "fit_psnr", "nearest_psnr"}
+    assert result.log[-1]["nearest_psnr"] >= result.log[-1]["fit_psnr"] - 1e-6  # rounding
 
 
 def test_lowshot_mmd_uses_the_median_bandwidth(faces: torch.Tensor) -> None:
@@ -160,6 +163,8 @@ def test_lowshot_mmd_uses_the_median_bandwidth(faces: torch.Tensor) -> None:
     )
     assert fixed.bandwidth == 123.0
     assert np.isfinite([row["loss"] for row in result.log]).all()
+    # The unbiased MMD ignores the pairs i = i': only the nearest-example PSNR is logged.
+    assert set(result.log[0]) == {"step", "loss", "nearest_psnr"}
     with pytest.raises(ValueError):
         pretrain_lowshot(faces, lowshot_config(iterations=1), run, loss="l1")
 

@@ -20,8 +20,8 @@ from lowshot.seeds import derive_seed
 class CSGM(RecoveryMethod):
     """``restarts`` starts z ~ N(0, I) per image (sub-stream ("restart", r)), ``steps`` Adam
     steps on z at ``lr`` each, all restarts of all images in one batch; per image the
-    restart with the lowest final measurement loss wins. The recipe is the latent search
-    every method shares (``lowshot.methods.engine.LATENT_SEARCH``)."""
+    restart with the lowest final measurement loss wins. The recipe is CSGM's own, from its
+    authors' CelebA script (``lowshot.methods.engine.LATENT_SEARCH``)."""
 
     kind = "csgm"
     description = "CSGM: z alone in the WGAN-GP generator, best of several restarts."

@@ -192,11 +192,12 @@ def _per_image_forward(
     return vmap(one)
 
 
-# The recipes of the two kinds of stage, shared by every method that runs one, so that
-# the comparison is fair by construction: the same defaults, written once. Sources:
-# - latent search: CSGM's own CelebA script (github AshishBora/csgm,
+# The baselines' recipes, from their authors' code (each method has its own; the low-shot
+# method's is in methods/lowshot.py, chosen on validation faces: README, "Scientific
+# choices"):
+# - CSGM's latent search: its CelebA script (github AshishBora/csgm,
 #   celebA_reconstruction.sh: Adam, lr 0.1, 500 iterations, 2 random restarts);
-# - image-adaptive joint stage: IAGAN's code (github shadyabh/IAGAN, main.py: 300
+# - IAGAN's image-adaptive joint stage: its code (github shadyabh/IAGAN, main.py: 300
 #   iterations, Adam with lr 1e-3 on theta and 1e-4 on z).
 LATENT_SEARCH = {"steps": 500, "lr": 0.1, "restarts": 2}
 JOINT_STAGE = {"steps": 300, "theta_lr": 1.0e-3, "z_lr": 1.0e-4}

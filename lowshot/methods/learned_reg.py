@@ -10,13 +10,14 @@ per image,
 
     0.5 ||A G(z; theta) - y||^2 + weight * gain(A) * (m(theta) - mu)^T Sigma^-1 (m(theta) - mu)
 
-with the untrained network's recipe (fixed z, RMSprop, best of the last ``window``
-iterates by measurement loss). ``gain(A) = ||A||_F^2 / (2 n)`` (``measurement_gain``)
-puts ``weight`` in CS-DIP's units: CS-DIP minimises ||A' x - y'||^2 + lambda * Q with
-A' entries of variance 1/m, i.e. E||A' e||^2 = ||e||^2, while our loss is
-0.5 ||A x - y||^2 ~ gain(A) ||e||^2 (gain m/2 for our N(0, 1) compressed sensing, ~0.075
-for colorization), so dividing our objective by gain(A) gives CS-DIP's with
-lambda = weight, whatever the operator.
+with the untrained network's recipe and start (``lowshot.methods.untrained``: its
+``init``, a fixed z, RMSprop, best of the last ``window`` iterates by measurement loss,
+and its optional total-variation term ``tv_weight``). ``gain(A) = ||A||_F^2 / (2 n)``
+(``measurement_gain``) puts ``weight`` in CS-DIP's units: CS-DIP minimises
+||A' x - y'||^2 + lambda * Q with A' entries of variance 1/m, i.e. E||A' e||^2 = ||e||^2,
+while our loss is 0.5 ||A x - y||^2 ~ gain(A) ||e||^2 (gain m/2 for our N(0, 1)
+compressed sensing, ~0.075 for colorization), so dividing our objective by gain(A) gives
+CS-DIP's with lambda = weight, whatever the operator.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.func import stack_module_state
 
 from lowshot.gaussian import fit_gaussian
 from lowshot.methods.base import (
@@ -36,23 +36,25 @@ from lowshot.methods.base import (
     register,
     resolve_settings,
 )
-from lowshot.methods.engine import StageResult, optimise_joint, standard_normal, working_copy
-from lowshot.methods.untrained import Untrained
-from lowshot.models import Generator, init_dcgan_weights
-from lowshot.problems import Operator
-from lowshot.seeds import derive_seed, seeded_generator
+from lowshot.methods.engine import StageResult
+from lowshot.methods.untrained import (  # noqa: F401 (dip_start: this module's API too)
+    GAIN_PROBES,
+    Untrained,
+    dip_start,
+    fit_untrained,
+    measurement_gain,
+)
+from lowshot.models import Generator
 
 if TYPE_CHECKING:
     from lowshot.io import LearnedRegStats
 
 _NAME = re.compile(r"^learned_reg-S(?P<shots>[0-9]+)$")
 # The settings the fitted statistics depend on: the rule fit_learned_reg takes only these
-# (so that changing ``weight`` or ``window`` refits nothing).
-FIT_KEYS = ("steps", "lr", "momentum", "shrinkage")
-# Rademacher probes of the Hutchinson estimate of ||A||_F^2 (``measurement_gain``): its
-# relative error is about sqrt(2 / (m * probes)), under 3 % for m >= 123 (cs-0.01).
-GAIN_PROBES = 32
-_GAIN_SEED = derive_seed(0, "learned_reg", "gain")
+# (so that changing ``weight``, ``window`` or ``tv_weight`` refits nothing). ``init``: the
+# fitted networks start from the recovery's draw, so the prior is over networks that
+# start where the recovery's do.
+FIT_KEYS = ("steps", "lr", "momentum", "init", "shrinkage")
 # RGB ends of seaborn's "crest" palette (sns.color_palette("crest", 2) in seaborn 0.13).
 _CREST_LIGHT = (0.31, 0.62, 0.56)
 _CREST_DARK = (0.11, 0.42, 0.54)
@@ -63,59 +65,6 @@ def fit_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     filled in (unknown keys are an error, as in ``resolve_settings``)."""
     resolved = resolve_settings(LearnedReg.kind, settings)
     return {key: resolved[key] for key in FIT_KEYS}
-
-
-def dip_start(
-    seeds: Sequence[int], latent_dim: int, width: int, device: torch.device
-) -> tuple[Generator, dict[str, torch.Tensor], torch.Tensor]:
-    """The untrained network's start, as ``Untrained.run`` draws it, for N = len(seeds).
-
-    Per image a DCGAN-initialised ``Generator(latent_dim, width)`` (sub-stream "theta" of
-    its seed) and a fixed z ~ N(0, I) (sub-stream "z"). Returns the working copy (norm
-    ``"per_image"``, frozen, on ``device``: the architecture and buffers), the stacked
-    per-image parameters name -> (N, *shape) leaves on ``device``, and z0 (N, latent_dim).
-    """
-    if not seeds:
-        raise ValueError("dip_start needs at least one seed")
-    networks = []
-    for seed in seeds:
-        network = Generator(latent_dim, width)
-        init_dcgan_weights(network, seeded_generator(derive_seed(seed, "theta")))
-        networks.append(network)
-    stacked, _ = stack_module_state(networks)
-    params = {
-        name: value.detach().to(device).requires_grad_(True) for name, value in stacked.items()
-    }
-    z0 = standard_normal([derive_seed(seed, "z") for seed in seeds], latent_dim).to(device)
-    return working_copy(networks[0], "per_image", device), params, z0
-
-
-def fit_untrained(
-    seeds: Sequence[int],
-    architecture: tuple[int, int],
-    operator: Operator,
-    y: torch.Tensor,
-    settings: Mapping[str, Any],
-    *,
-    window: int = 1,
-    penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
-    **options: Any,
-) -> tuple[StageResult, dict[str, torch.Tensor]]:
-    """The untrained baseline's recipe from ``dip_start``: ``settings["steps"]`` RMSprop
-    steps (``lr``, ``momentum``) on theta alone, z fixed, plus ``penalty`` (see
-    ``optimise_joint``), keeping the best of the last ``window`` iterates.
-
-    architecture: (latent_dim, width) of the generator; y (N, m) on the device.
-    ``options``: ``optimise_joint``'s precision, progress and desc. Returns the stage's
-    result and the final per-image parameters, name -> (N, *shape).
-    """
-    net, params, z0 = dip_start(seeds, *architecture, y.device)
-    recipe = {"theta_lr": settings["lr"], "momentum": settings["momentum"], "window": window}
-    result = optimise_joint(
-        net, params, operator, y, z0, steps=settings["steps"], z_lr=None, optimiser="rmsprop",
-        penalty=penalty, **recipe, **options,
-    )  # fmt: skip
-    return result, params
 
 
 def layer_means(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -153,20 +102,6 @@ def layer_gaussian(means: torch.Tensor, shrinkage: float) -> tuple[torch.Tensor,
     _, correlation = fit_gaussian(values / std, shrinkage)
     covariance = std[:, None] * correlation.double() * std[None, :]
     return values.mean(dim=0), (covariance + covariance.T) / 2
-
-
-def measurement_gain(operator: Operator, probes: int = GAIN_PROBES) -> float:
-    """gain(A) = ||A||_F^2 / (2 n): E[0.5 ||A e||^2] / E[||e||^2] for isotropic errors e.
-
-    Hutchinson's estimate with ``probes`` Rademacher images v (E ||A v||^2 = ||A||_F^2),
-    drawn on the CPU from a fixed seed: a function of the operator alone, the same in
-    every job and on every device. ~m / 2 for N(0, 1) compressed sensing.
-    """
-    signs = torch.randint(0, 2, (probes, operator.n), generator=seeded_generator(_GAIN_SEED))
-    v = (2.0 * signs - 1.0).reshape(probes, 3, 64, 64).to(operator.device)
-    with torch.no_grad():
-        frobenius = operator.A(v).double().square().sum(dim=1).mean()
-    return float(frobenius) / (2 * operator.n)
 
 
 def prior_penalty(
@@ -216,13 +151,14 @@ class LearnedReg(RecoveryMethod):
         "weight": {
             "description": (
                 "lambda, the prior's weight in CS-DIP's units (module docstring: scaled by "
-                "the operator's gain ||A||_F^2 / 2n). CS-DIP's code (utils.py, lambdas_lr) "
-                "uses 100 for x-rays, 1000 for retinal images, 0 for MNIST. 0: the "
-                "untrained baseline."
+                "the operator's gain ||A||_F^2 / 2n). Ours: chosen on validation faces "
+                "with the recipe's 1,000 steps (benchmarks/learned_reg_weight.py, README "
+                "'Scientific choices'); CS-DIP's code (utils.py, lambdas_lr) uses 100 for "
+                "x-rays, 1000 for retinal images, 0 for MNIST. 0: the untrained baseline."
             ),
             "type": "number",
             "minimum": 0,
-            "default": 100.0,
+            "default": 1.0,
         },
         "shrinkage": {
             "description": (
@@ -285,18 +221,26 @@ class LearnedReg(RecoveryMethod):
                 f"learned_reg: the statistics were fitted with latent size {stats.latent_dim}, "
                 f"the recovery uses {task.latent_dim}"
             )
+        # Files written before ``init`` was a setting hold DCGAN-initialised fits.
+        fitted_init = str(stats.attrs.get("init", "dcgan"))
+        if fitted_init != settings["init"]:
+            raise ValueError(
+                f"learned_reg: the statistics were fitted from init {fitted_init!r}, the "
+                f"recovery starts from {settings['init']!r} (refit them: rule fit_learned_reg)"
+            )
         penalty = None
         if settings["weight"] > 0:
             scale = settings["weight"] * measurement_gain(task.operator)
             penalty = prior_penalty(stats, scale, y.device)
         result, _ = fit_untrained(
             task.seeds,
-            (stats.latent_dim, stats.width),
+            Generator(stats.latent_dim, stats.width),
             task.operator,
             y,
             settings,
             window=settings["window"],
             penalty=penalty,
+            tv_weight=settings["tv_weight"],
             desc="learned reg",
             **task.options,
         )

@@ -1,18 +1,22 @@
 """The learned regulariser of CS-DIP (Van Veen et al. 2018): the Gaussian over the
 untrained network's per-layer weight means, learned from S examples.
 
-CS-DIP's recipe (github davevanveen/compsensing_dip): ``learned_reg/stats.py`` and
-``stats_utils.py`` estimate mu and Sigma from the weights of many DIP runs (one network
-per run, fitted with ``cs_dip.py``'s recipe), and ``cs_dip.py`` penalises
-``layer_means = [layer.mean() for layer in net.parameters()]``. Here:
+CS-DIP's recipe (github davevanveen/compsensing_dip): ``cs_dip_stats.py`` fits one network
+per run (RMSprop, lr 1e-3, momentum 0.9, restarts) and saves, per run, the weights of the
+iterate with the lowest MSE against the true image over all its iterations and restarts
+(``np.save`` of every layer whenever a new minimum is reached); ``learned_reg/stats.py``
+and ``stats_utils.py`` estimate mu and Sigma from those saved weights, and ``cs_dip.py``
+penalises ``layer_means = [layer.mean() for layer in net.parameters()]``. Here:
 
-- one DIP fit per example, all S in one batch (``optimise_joint``, one theta per example
-  under vmap), with the recovery recipe of ``recover.learned_reg`` (the untrained
-  baseline's: DCGAN initialisation, a fixed z, ``steps`` RMSprop steps at ``lr`` with
-  ``momentum``) on the *fully observed* example (A = I: the examples are known images;
-  CS-DIP's stored runs fitted compressive measurements of theirs, ``meas8000``);
-- the fitted network's per-layer means, the final iterate's (CS-DIP stores final
-  weights), one row (L,) per example;
+- one DIP fit per example, all S in one batch (``optimise_joint``, one theta per example),
+  with the recovery recipe of ``recover.learned_reg`` (the untrained baseline's: its
+  ``init``, a fixed z, ``steps`` RMSprop steps at ``lr`` with ``momentum``) on the *fully
+  observed* example (A = I: the examples are known images; CS-DIP's stored runs fitted
+  compressive measurements of theirs, ``meas8000``);
+- the fitted network's per-layer means, those of the FINAL iterate (not, as in CS-DIP,
+  of the lowest-MSE one: the engine returns the final parameters; with A = I the fit's
+  loss is that MSE, and ``fits.csv`` records the final iterate's loss and PSNR), one row
+  (L,) per example;
 - mu and Sigma: the sample mean and the shrunk covariance of the S rows
   (``lowshot.methods.learned_reg.layer_gaussian``). CS-DIP's ``stats_utils.py`` instead
   averages, over runs, a covariance of sampled single weights across layers within one
@@ -37,6 +41,7 @@ import torch
 from lowshot.io import LearnedRegStats
 from lowshot.methods.learned_reg import FIT_KEYS, fit_untrained, layer_gaussian, layer_means
 from lowshot.metrics import psnr
+from lowshot.models import Generator
 from lowshot.problems import IMAGE_SIZE, Operator, ProblemSpec
 from lowshot.seeds import derive_seed
 from lowshot.training import loop
@@ -79,7 +84,8 @@ class FullObservation(Operator):
 class LearnedRegResult:
     """A fit of the learned regulariser: ``stats`` (what the model file holds) and ``log``,
     one row per example: example (its position in the subset), fit_loss (0.5 ||G - x||^2
-    of the final iterate), fit_psnr (dB of G against x)."""
+    of the final iterate, whose parameters the statistics use), fit_psnr (dB of that G
+    against x)."""
 
     stats: LearnedRegStats
     log: list[dict[str, float]]
@@ -91,7 +97,7 @@ def fit_learned_reg(
     """Fit the untrained network to each example and the Gaussian to the layer means.
 
     images: the S examples, (S, 3, 64, 64) float in [-1, 1] or uint8 (S, 64, 64, 3), S >= 2.
-    settings: ``FIT_KEYS`` (``steps``, ``lr``, ``momentum``, ``shrinkage``), all required
+    settings: ``FIT_KEYS`` (``steps``, ``lr``, ``momentum``, ``init``, ``shrinkage``), all required
     (``lowshot.methods.learned_reg.fit_settings`` fills a ``recover.learned_reg`` section
     in); other keys are an error. run: latent size, seed (the job's), device, precision,
     progress and network width; its checkpoint fields are not used.
@@ -112,7 +118,7 @@ def fit_learned_reg(
     seeds = [derive_seed(run.seed, "example", i) for i in range(shots)]
     fitted, params = fit_untrained(
         seeds,
-        (run.latent_dim, run.width),
+        Generator(run.latent_dim, run.width),
         FullObservation(device),
         targets.flatten(1),
         settings,
