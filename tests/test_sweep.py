@@ -239,6 +239,15 @@ def test_choose_disqualifies_diverged_runs_and_keeps_the_earlier_of_a_tie() -> N
     runs = [run(0, 20.0, False), run(1, 25.0, True), run(2, 21.0, False)]
     assert sweep.choose(runs).index == 2
     assert sweep.choose([run(0, 20.0, False), run(1, 20.0, False)]).index == 0
+    # A gain below the minimum keeps the incumbent: noise does not pick the settings.
+    assert sweep.DEFAULT_MIN_GAIN == 0.2
+    assert sweep.choose([run(0, 20.0, False), run(1, 20.15, False)]).index == 0
+    assert sweep.choose([run(0, 20.0, False), run(1, 20.25, False)]).index == 1
+    assert sweep.choose([run(0, 20.0, False), run(1, 20.15, False)], min_gain=0.1).index == 1
+    # Each run is compared with the incumbent of its time, as the search moves.
+    steps = [run(0, 20.0, False), run(1, 20.15, False), run(2, 20.3, False)]
+    assert sweep.choose(steps).index == 2
+    assert sweep.choose([run(0, 20.0, False), run(1, 20.3, False), run(2, 20.45, False)]).index == 1
     assert [d.key for d in sweep.dimensions("lowshot")] == ["z_lr", "joint_theta_lr", "joint_z_lr"]
     assert sweep.dimensions("untrained")[1].values == ("dcgan", "pytorch-0.4", "pytorch")
     with pytest.raises(ValueError, match="has no settings"):
