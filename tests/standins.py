@@ -90,7 +90,8 @@ def model_for(kind: str) -> Any:
         size = len(layers)
         return LearnedRegStats(
             layers, torch.zeros(size, dtype=torch.float64), torch.eye(size, dtype=torch.float64),
-            torch.zeros(2, size, dtype=torch.float64), LATENT, WIDTH, {},
+            torch.zeros(2, size, dtype=torch.float64), LATENT, WIDTH,
+            {"init": resolve_settings("learned_reg", None)["init"]},  # fitted as it recovers
         )  # fmt: skip
     pytest.fail(f"method {kind!r} needs a {needs!r} model: add a stand-in to {__file__}")
 
