@@ -40,11 +40,11 @@ _LOSS_LABELS = {"mmd": "MMD", "l2": "ℓ2"}
 # benchmarks/sweep.py (README, "Scientific choices"; docs/measurements.md).
 RECIPE = {
     "z_steps": 500,
-    "z_lr": 1.0,
+    "z_lr": 0.1,
     "restarts": 2,
     "joint_steps": 300,
     "joint_theta_lr": 1.0e-5,
-    "joint_z_lr": 1.0e-5,
+    "joint_z_lr": 1.0e-4,
 }
 _PAPER_ON_THE_RECIPE = (
     "paper, section 3: 'we optimized the untrained neural network's parameters for a "
