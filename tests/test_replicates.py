@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_tables import write_job
 
 from lowshot import data, jobs, plots, tables
 from lowshot.config import ConfigError, method_names, schema_defaults, validate_config
-from lowshot.io import load_lowshot, write_recovery
+from lowshot.io import load_lowshot
 from lowshot.methods import (
     REPLICATE_FOLDER_SUFFIX,
     MethodSpec,
@@ -27,7 +28,6 @@ from lowshot.methods import (
     replicate_suffix,
 )
 from lowshot.methods.lowshot import model_folder
-from lowshot.problems import parse_problem
 from lowshot.seeds import derive_seed
 from lowshot.training import lowshot_settings, pretraining_seed
 from lowshot.training.pretrain import pretraining_codes
@@ -308,42 +308,6 @@ def test_each_replicate_trains_on_its_own_shots_from_its_own_seed(store) -> None
 
 
 # --- tables and figures -------------------------------------------------------------------
-
-
-def write_job(root: Path, problem: str, method: str, psnr: list[float]) -> Path:
-    """A recovery file with the recover job's attrs (``replicate`` included)."""
-    n = len(psnr)
-    spec, the_problem = parse_method(method), parse_problem(problem)
-    path = root / "recovery" / problem / method / "shard0.h5"
-    write_recovery(
-        path,
-        {
-            "image_ids": [f"{i:06d}.jpg" for i in range(n)],
-            "recovered": np.zeros((n, 64, 64, 3), np.uint8),
-            "z": np.zeros((n, 128), np.float32),
-            "psnr": np.asarray(psnr, np.float64),
-            "ssim": np.asarray(psnr, np.float64) / 100,
-            "measurement_loss": np.full(n, 0.5),
-            "iterations": np.full(n, 10, np.int64),
-            "restarts": np.ones(n, np.int64),
-            "diverged": np.zeros(n, bool),
-            "seed": np.arange(n, dtype=np.int64),
-            "seconds": np.full(n, 0.25),
-        },
-        {
-            "problem": problem,
-            "problem_kind": the_problem.kind,
-            "ratio": the_problem.ratio,
-            "method": method,
-            "method_kind": spec.kind,
-            "loss": spec.loss,
-            "shots": spec.shots,
-            "replicate": spec.replicate,
-            "noise_std": 0.0,
-            "seed": 0,
-        },
-    )
-    return path
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ def write_job(
     ids: list[str] | None = None,
     shard: int = 0,
 ) -> Path:
-    """A synthetic recovery file with the recover rule's attrs; SSIM = PSNR / 100."""
+    """A synthetic recovery file with the recover rule's attrs (``replicate`` included);
+    SSIM = PSNR / 100."""
     n = len(psnr)
     ids = ids or [f"{i:06d}.jpg" for i in range(n)]
     the_problem, the_method = parse_problem(problem), parse_method(method)
@@ -55,6 +56,7 @@ def write_job(
             "method_kind": the_method.kind,
             "loss": the_method.loss,
             "shots": the_method.shots,
+            "replicate": the_method.replicate,
             "noise_std": 0.0,
             "seed": 0,
         },
