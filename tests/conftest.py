@@ -4,8 +4,11 @@ one torch thread for tests of small networks."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +92,33 @@ def readme_examples(tmp_path: Path):
     problems.PROBLEMS.unregister(EXAMPLE_KINDS["problem"])
     for name in loaded:
         del sys.modules[name]
+
+
+def write_tiny_data(
+    root: Path,
+    n_images: int,
+    *,
+    test: Sequence[int],
+    gan_corpus: Sequence[int],
+    shots: Mapping[int, Sequence[int]],
+    validation: Sequence[int] | None = (),
+) -> tuple[Path, Path]:
+    """A data stage of ``n_images`` random faces in ``root``: images.h5 (ids
+    000000.jpg ...) and splits.h5 with these rows (``validation`` None: a split file from
+    before validation faces, without them). Returns (images.h5, splits.h5)."""
+    rng = np.random.default_rng(0)
+    ids = np.array([f"{i:06d}.jpg" for i in range(n_images)], dtype=object)
+    string = h5py.string_dtype()
+    images, splits = root / "images.h5", root / "splits.h5"
+    with h5py.File(images, "w") as handle:
+        handle["images"] = rng.integers(0, 256, (n_images, 64, 64, 3), dtype=np.uint8)
+        handle.create_dataset("ids", data=ids, dtype=string)
+    with h5py.File(splits, "w") as handle:
+        rows = {"test": test} if validation is None else {"test": test, "validation": validation}
+        for name, chosen in rows.items():
+            handle[name] = np.asarray(chosen, np.int64)
+            handle.create_dataset(f"{name}_ids", data=ids[list(chosen)], dtype=string)
+        handle["gan_corpus"] = np.asarray(gan_corpus, np.int64)
+        for size, chosen in shots.items():
+            handle[f"shots/S{size}"] = np.asarray(chosen, np.int64)
+    return images, splits

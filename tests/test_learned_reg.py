@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, copy_workflow
+from conftest import REPO, copy_workflow, write_tiny_data
 
 from lowshot import jobs, metrics
 from lowshot.config import load_config
@@ -364,17 +364,7 @@ def test_file_round_trip(stats: LearnedRegStats, tmp_path: Path) -> None:
 
 
 def test_fit_job_then_recover_job(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    ids = [f"{i:06d}.jpg" for i in range(4)]
-    string = h5py.string_dtype()
-    with h5py.File(tmp_path / "images.h5", "w") as handle:
-        handle["images"] = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-        handle.create_dataset("ids", data=np.array(ids, dtype=object), dtype=string)
-    with h5py.File(tmp_path / "splits.h5", "w") as handle:
-        handle["test"] = np.array([0, 1], np.int64)
-        handle.create_dataset("test_ids", data=np.array(ids[:2], dtype=object), dtype=string)
-        handle["gan_corpus"] = np.array([2, 3], np.int64)
-        handle["shots/S2"] = np.array([2, 3], np.int64)
+    write_tiny_data(tmp_path, 4, test=[0, 1], validation=None, gan_corpus=[2, 3], shots={2: [2, 3]})
     runtime = jobs.Runtime(seed=0, device="cpu", precision="fp32", latent_dim=LATENT, threads=1)
     files = {"images_h5": tmp_path / "images.h5", "splits_h5": tmp_path / "splits.h5"}
     common = {"settings": {"steps": 2, "weight": 5.0}, "runtime": runtime}

@@ -14,10 +14,9 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_data
 
 from lowshot import jobs
 from lowshot.config import ConfigError, load_schema, validate_config
@@ -119,19 +118,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """images.h5 and splits.h5 of six random faces (two test, a 2-shot subset and a GAN
     corpus of four), and a small GAN."""
     root = tmp_path_factory.mktemp("precision")
-    rng = np.random.default_rng(0)
-    ids = [f"{i:06d}.jpg" for i in range(6)]
-    string = h5py.string_dtype()
-    with h5py.File(root / "images.h5", "w") as handle:
-        handle["images"] = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
-        handle.create_dataset("ids", data=np.array(ids, dtype=object), dtype=string)
-    with h5py.File(root / "splits.h5", "w") as handle:
-        handle["test"] = np.array([0, 1], np.int64)
-        handle.create_dataset("test_ids", data=np.array(ids[:2], dtype=object), dtype=string)
-        handle["validation"] = np.array([], np.int64)
-        handle.create_dataset("validation_ids", data=np.array([], dtype=object), dtype=string)
-        handle["gan_corpus"] = np.array([2, 3, 4, 5], np.int64)
-        handle["shots/S2"] = np.array([2, 3], np.int64)
+    write_tiny_data(root, 6, test=[0, 1], gan_corpus=[2, 3, 4, 5], shots={2: [2, 3]})
     generator = Generator(16, width=4)
     init_dcgan_weights(generator, torch.Generator().manual_seed(3))
     save_gan(root / "generator.h5", generator.eval())

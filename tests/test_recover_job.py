@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_data
 
 from lowshot import jobs
 from lowshot.io import read_recovery, save_gan
@@ -20,19 +20,7 @@ RUNTIME = jobs.Runtime(seed=0, device="cpu", precision="fp32", latent_dim=128, t
 def files(tmp_path_factory) -> dict[str, Path]:
     """images.h5 and splits.h5 of four random faces (two test images), and a small GAN."""
     root = tmp_path_factory.mktemp("job")
-    rng = np.random.default_rng(0)
-    ids = [f"{i:06d}.jpg" for i in range(4)]
-    string = h5py.string_dtype()
-    with h5py.File(root / "images.h5", "w") as handle:
-        handle["images"] = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-        handle.create_dataset("ids", data=np.array(ids, dtype=object), dtype=string)
-    with h5py.File(root / "splits.h5", "w") as handle:
-        handle["test"] = np.array([0, 1], np.int64)
-        handle.create_dataset("test_ids", data=np.array(ids[:2], dtype=object), dtype=string)
-        handle["validation"] = np.array([], np.int64)
-        handle.create_dataset("validation_ids", data=np.array([], dtype=object), dtype=string)
-        handle["gan_corpus"] = np.array([2, 3], np.int64)
-        handle["shots/S2"] = np.array([2, 3], np.int64)
+    write_tiny_data(root, 4, test=[0, 1], gan_corpus=[2, 3], shots={2: [2, 3]})
     generator = Generator(128, width=8)
     init_dcgan_weights(generator, torch.Generator().manual_seed(3))
     save_gan(root / "generator.h5", generator.eval())

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
-import h5py
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import write_tiny_data
 
 from lowshot.io import save_gan, save_lowshot
 from lowshot.methods import resolve_settings
@@ -53,19 +53,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """images.h5 of three random faces (one test, one validation), splits.h5, a small GAN
     and a small low-shot model (2 shots), and a config with a handful of steps."""
     root = tmp_path_factory.mktemp("sweep")
-    rng = np.random.default_rng(0)
-    ids = [f"{i:06d}.jpg" for i in range(3)]
-    string = h5py.string_dtype()
-    with h5py.File(root / "images.h5", "w") as handle:
-        handle["images"] = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-        handle.create_dataset("ids", data=np.array(ids, dtype=object), dtype=string)
-    with h5py.File(root / "splits.h5", "w") as handle:
-        handle["test"] = np.array([0], np.int64)
-        handle.create_dataset("test_ids", data=np.array(ids[:1], dtype=object), dtype=string)
-        handle["validation"] = np.array([1], np.int64)
-        handle.create_dataset("validation_ids", data=np.array(ids[1:2], dtype=object), dtype=string)
-        handle["gan_corpus"] = np.array([2], np.int64)
-        handle["shots/S1"] = np.array([2], np.int64)
+    write_tiny_data(root, 3, test=[0], validation=[1], gan_corpus=[2], shots={1: [2]})
     save_gan(root / "generator.h5", small_generator(1))
     codes = torch.randn(2, 128, generator=torch.Generator().manual_seed(2))
     model = SimpleNamespace(
