@@ -25,8 +25,9 @@ class IAGAN(RecoveryMethod):
     """Continues the CSGM job's own result (``starts_from``: same problem, same images,
     its winning z), so that IAGAN - CSGM per image is the image-adaptive stage alone, and
     the CSGM work is not done twice. Then ``joint_steps`` Adam steps on z (``joint_z_lr``)
-    and a per-image copy of the WGAN-GP theta (``joint_theta_lr``), the joint recipe that
-    every method shares (``lowshot.methods.engine.JOINT_STAGE``, IAGAN's own code).
+    and a per-image copy of the WGAN-GP theta (``joint_theta_lr``), IAGAN's own recipe
+    from its authors' code (``lowshot.methods.engine.JOINT_STAGE``; no other method
+    shares it).
 
     With ``back_project`` ("noiseless", the default: on noiseless problems, as IAGAN's
     code returns it; see the setting) the image returned is that stage's image x
