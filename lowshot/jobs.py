@@ -72,6 +72,12 @@ class Runtime:
 GPU_RESOURCES = ("gpu", "gpus", "gres", "gpu_mem_mb")
 
 
+def job_device(runtime: Runtime) -> torch.device:
+    """The job's device, prepared from its ``runtime`` (``prepare_device``: threads,
+    precision policy, the fail-fast check of a GPU request, the log line)."""
+    return prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
+
+
 def gpu_request(resources: Any) -> str | None:
     """What a job's ``resources`` (``snakemake.resources``, or any mapping with ``get``)
     ask of a GPU, as ``"gpu=1"`` (the first that does, in ``GPU_RESOURCES`` order), or
@@ -158,7 +164,7 @@ def train_gan_job(
     validate = settings["validate_every"] > 0
     if validate and validation_out is None:
         raise ValueError("gan.validate_every > 0 needs validation_out, the curve's CSV")
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
+    torch_device = job_device(runtime)
     split = data.load_split(splits_h5)
     # uint8 keeps the full corpus (~160k images) at 2 GB instead of 8 GB as floats.
     images = data.load_uint8(images_h5, split.gan_corpus)
@@ -221,7 +227,7 @@ def pretrain_lowshot_job(
     from lowshot import training
 
     settings = training.lowshot_settings(settings)
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
+    torch_device = job_device(runtime)
     split = data.load_split(splits_h5)
     if shots not in split.shots:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset (has {sorted(split.shots)})")
@@ -334,7 +340,7 @@ def recover_job(
     method's ``starts_from`` method for the same shard.
     """
     seed = runtime.seed
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
+    torch_device = job_device(runtime)
     the_problem = problems.parse_problem(problem)
     the_method = methods.parse_method(method)
     method_class = methods.family(the_method)
@@ -444,7 +450,7 @@ def fit_learned_reg_job(
     from lowshot.training.learned_reg import fit_learned_reg
 
     settings = fit_settings(settings)
-    torch_device = prepare_device(runtime.device, runtime.threads, runtime.precision, runtime.gpu)
+    torch_device = job_device(runtime)
     subset = data.load_split(splits_h5).shots.get(shots)
     if subset is None:
         raise ValueError(f"{splits_h5} holds no {shots}-shot subset")
