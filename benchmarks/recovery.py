@@ -331,7 +331,7 @@ def benchmark(
 
         return run
 
-    graphs = args.cuda_graphs and device.type == "cuda"
+    graphs = cuda_graphs.graphs_on(args.cuda_graphs, device)
     if graphs and steps <= GRAPH_WARMUP + 1:
         raise SystemExit(
             f"--cuda-graphs times the replays after {GRAPH_WARMUP} eager steps and the "

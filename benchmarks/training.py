@@ -48,7 +48,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lowshot.config import schema_defaults
-from lowshot.cuda_graphs import GRAPH_WARMUP
+from lowshot.cuda_graphs import GRAPH_WARMUP, graphs_on
 from lowshot.devices import PRECISIONS, peak_memory_mb, prepare_device, synchronise
 from lowshot.training import TrainingRun, build_lowshot, build_wgan_gp
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         width=args.width,
     )
     rows: list[dict[str, Any]] = []
-    graphs = args.cuda_graphs and device.type == "cuda"
+    graphs = graphs_on(args.cuda_graphs, device)
     if args.cuda_graphs and not graphs:
         print("CUDA graphs: skipped (they need CUDA; this is the CPU)")
     if "gan" in args.trainers:

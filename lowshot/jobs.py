@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lowshot import data, images, methods, metrics, problems
+from lowshot.cuda_graphs import graphs_on
 from lowshot.devices import effective_precision, log_peak_memory, peak_memory_mb, prepare_device
 from lowshot.io import (
     atomic_path,
@@ -101,7 +102,7 @@ def run_attrs(runtime: Runtime, device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "precision": runtime.precision,
         "effective_precision": effective_precision(runtime.precision, device),
-        "cuda_graphs": runtime.cuda_graphs and device.type == "cuda",
+        "cuda_graphs": graphs_on(runtime.cuda_graphs, device),
     }
 
 
