@@ -7,11 +7,11 @@ a line with its class's label and style (``RecoveryMethod.method_label``/``line_
 an instance with a loss (the low-shot models, colour-graded by shots) in its loss's
 panel, every other method (the baselines, black/grey line styles) in every panel.
 Fixed size ``FIGURE1_SIZE`` inches at ``DPI`` dots per inch (PNG 1650 x 750 pixels).
+Figure 2 with 6 rows of 6 images is 1275 x 1305 pixels.
 
 Replicates (``lowshot.replicates``): Figures 1 and 3 show replicate 1 only, the paper's
 design of one model per (loss, S) (``paper_replicate``); the other replicates are rows
 of the tables and enter the claims, not the figures.
-Figure 2 with 6 rows of 6 images is 1275 x 1305 pixels.
 
 Figure 2 (the paper's: colorization): a grid with one column per shown test image and rows
 true image, the input (when the problem's class shows one: the grayscale image), then one
