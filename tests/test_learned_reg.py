@@ -34,13 +34,12 @@ from lowshot.methods.engine import measurement_loss, optimise_joint
 from lowshot.methods.learned_reg import (
     FIT_KEYS,
     LearnedReg,
-    dip_start,
     fit_settings,
     layer_gaussian,
     layer_means,
-    measurement_gain,
     prior_penalty,
 )
+from lowshot.methods.untrained import dip_start, measurement_gain
 from lowshot.models import Generator, init_dcgan_weights
 from lowshot.problems import GaussianNoise, Operator, make_operator, measure, parse_problem
 from lowshot.problems.colorization import LUMA_WEIGHTS, Colorization

@@ -37,13 +37,7 @@ from lowshot.methods.base import (
     resolve_settings,
 )
 from lowshot.methods.engine import StageResult
-from lowshot.methods.untrained import (  # noqa: F401 (dip_start: this module's API too)
-    GAIN_PROBES,
-    Untrained,
-    dip_start,
-    fit_untrained,
-    measurement_gain,
-)
+from lowshot.methods.untrained import Untrained, fit_untrained, measurement_gain
 from lowshot.models import Generator
 
 if TYPE_CHECKING:

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from lowshot.io import LearnedRegStats
-from lowshot.methods.learned_reg import FIT_KEYS, fit_untrained, layer_gaussian, layer_means
+from lowshot.methods.learned_reg import FIT_KEYS, layer_gaussian, layer_means
+from lowshot.methods.untrained import fit_untrained
 from lowshot.metrics import psnr
 from lowshot.models import Generator
 from lowshot.problems import IMAGE_SIZE, Operator, ProblemSpec
